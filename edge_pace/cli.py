@@ -1,0 +1,160 @@
+"""The ``edge-pace`` command line (typer). Heavy modules (torch) are imported inside commands only, so the
+device commands (learn, predict, forget, listen) start without torch."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edge_pace import __version__
+
+app = typer.Typer(help="edge-pace: PACE continual learning of new sounds, from server adaptation to the device.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+backbones_app = typer.Typer(help="Pretrained backbones: list them, fetch the default's weights.", no_args_is_help=False,
+                            invoke_without_command=True)
+app.add_typer(backbones_app, name="backbones")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edge-pace {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                              help="Print the version and exit.")) -> None:
+    """edge-pace command line."""
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+@backbones_app.callback(invoke_without_command=True)
+def backbones_list(ctx: typer.Context) -> None:
+    """List the backbones with licence, parameters, sample rate, embedding size and whether weights are present."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from edge_pace.backbones import BACKBONES, weights_present
+
+    table = Table(title="backbones")
+    for col in ("name", "description", "licence", "params", "rate", "embed", "weights present", "weights from"):
+        table.add_column(col)
+    for b in BACKBONES.values():
+        table.add_row(b.name, b.description, b.licence, b.parameters, f"{b.sample_rate}", f"{b.embed_dim}",
+                      "yes" if weights_present(b.name) else "no", b.weights)
+    Console(width=200).print(table)
+
+
+@backbones_app.command("fetch")
+def backbones_fetch(force: bool = typer.Option(False, help="Download and convert again even if present."),
+                    wheel: Optional[Path] = typer.Option(None, help="Use a local aisfx-0.1.2 wheel instead of PyPI.")) -> None:
+    """Fetch the default backbone's weights: the aisfx==0.1.2 wheel from PyPI (no install), verify the
+    checkpoint's sha256 and convert it once to safetensors in the cache ($EDGE_PACE_CACHE)."""
+    from edge_pace.backbones.weights import fetch_aisfx
+
+    with _spinner("fetching aisfx weights"):
+        path = fetch_aisfx(force=force, wheel=wheel)
+    typer.echo(f"aisfx weights ready: {path}")
+
+
+class _spinner:
+    def __init__(self, text: str) -> None:
+        from rich.console import Console
+
+        self.status = Console(stderr=True).status(text)
+
+    def __enter__(self):
+        self.status.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.status.__exit__(*exc)
+
+
+@app.command("export")
+def export_cmd(
+    ckpt: Optional[Path] = typer.Argument(None, help="Checkpoint folder written by `edge-pace adapt`. "
+                                           "Omit it (with --backbone) for a frozen-backbone bundle."),
+    out: Path = typer.Option(..., "-o", "--out", help="Bundle folder (or zip file with --single-file) to write."),
+    backbone: str = typer.Option("aisfx", help="Backbone for a frozen bundle (when no CKPT is given)."),
+    dim: int = typer.Option(2048, help="Feature dimension D of a frozen bundle's random projection."),
+    seed: int = typer.Option(0, help="Projection seed of a frozen bundle."),
+    int8: bool = typer.Option(False, "--int8", help="Also write embedder.int8.onnx (dynamic quantisation) "
+                              "and record its agreement with fp32."),
+    single_file: bool = typer.Option(False, "--single-file", help="Write the bundle as one zip archive."),
+    audio: Optional[Path] = typer.Option(None, help="Folder of labelled clips (folder-per-class) used for the "
+                                         "parity check and the int8 figures."),
+    tolerance: float = typer.Option(1e-4, help="Maximum relative feature error ONNX vs PyTorch."),
+) -> None:
+    """Merge the adapters, export one ONNX embedder (waveform in, features out), verify it and write the bundle."""
+    import torch
+
+    from edge_pace.export import exporter
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    try:
+        source = exporter.source_from_checkpoint(ckpt) if ckpt else exporter.source_from_backbone(backbone, dim, seed)
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    clips = labels = None
+    if audio is not None:
+        from edge_pace.data.loaders import load_dataset, read_clips
+
+        items = load_dataset("folder", audio)
+        clips, kept = read_clips(items[:64], source.backbone.sample_rate, duration=1.0)
+        labels = [c.label for c in kept]
+    try:
+        with _spinner("exporting"):
+            exporter.export_bundle(source, out, int8=int8, single_file=single_file, clips=clips,
+                                   clip_labels=labels, tolerance=tolerance, log=lambda m: typer.echo(m, err=True))
+    except exporter.ExportError as exc:
+        fail(str(exc))
+
+
+@app.command("info")
+def info_cmd(bundle: Path = typer.Argument(..., help="Bundle folder or zip.")) -> None:
+    """Print a bundle's manifest in readable form and verify every checksum (exit 1 if one fails)."""
+    from edge_pace.runtime.bundle import BundleError, open_bundle, verify_bundle
+
+    try:
+        from edge_pace.export.exporter import describe
+    except ImportError:  # device install without torch: the same text from the runtime side
+        describe = None
+    try:
+        b = open_bundle(bundle, verify=False)
+    except BundleError as exc:
+        fail(str(exc))
+    if describe is not None:
+        typer.echo(describe(bundle))
+    else:
+        import json
+
+        typer.echo(json.dumps(b.manifest, indent=2))
+    if verify_bundle(b):
+        raise typer.Exit(1)
+
+
+# Command groups owned by other modules register themselves here when present.
+for _mod in ("edge_pace.cli_data", "edge_pace.cli_train", "edge_pace.cli_runtime", "edge_pace.cli_mic"):
+    try:
+        importlib.import_module(_mod).register(app)
+    except ModuleNotFoundError as _exc:
+        if _exc.name != _mod:
+            raise
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

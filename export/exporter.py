@@ -1,0 +1,267 @@
+"""``edge-pace export``: merged backbone + frontend + random projection -> one verified ONNX embedder,
+plus the classifier state and a manifest with checksums (runtime/bundle.py defines the format).
+
+Export verifies before it writes: ONNX Runtime and PyTorch run on real clips of several lengths and
+batch sizes, and the bundle is refused when the relative feature error exceeds the tolerance.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge_pace import __version__
+from edge_pace.runtime import bundle as B
+from edge_pace.runtime.analytic import AnalyticClassifier
+from edge_pace.runtime.state import to_tensors
+
+OPSET = 18
+PARITY_TOLERANCE = 1e-4  # max |onnx - torch| / max |torch| over all parity cases
+MAX_SAMPLES = 44100 * 3600  # one hour at 44.1 kHz: the dynamic length's upper bound
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+class Embedder(nn.Module):
+    """waveform [B, S] -> z = ReLU(backbone(wave) W_proj) [B, D]: the whole device-side feature path."""
+
+    def __init__(self, backbone: nn.Module, projection: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.projection = backbone, projection
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.backbone(wave))
+
+
+@dataclass
+class ExportSource:
+    """What export needs from training: the adapted model, projection, classifier and settings."""
+
+    backbone: nn.Module
+    projection: nn.Module
+    classifier: AnalyticClassifier
+    config: dict
+
+
+def source_from_checkpoint(ckpt: str | Path) -> ExportSource:
+    from edge_pace.checkpoint import load_adapted_model
+
+    backbone, projection, classifier, config = load_adapted_model(ckpt)
+    return ExportSource(backbone, projection, classifier, config)
+
+
+def source_from_backbone(name: str = "aisfx", dim: int = 2048, seed: int = 0, gamma: float = 1.0,
+                         weights: str | None = None, pretrained: bool = True) -> ExportSource:
+    """A frozen-backbone bundle (no adaptation): every class is learned on the device (ACIL-style)."""
+    from edge_pace.backbones import get_backbone
+    from edge_pace.projection import RandomProjection
+
+    backbone = get_backbone(name, pretrained=pretrained, weights=weights)
+    projection = RandomProjection(backbone.embed_dim, dim, seed)
+    config = {"backbone": name, "projection": {"in_dim": backbone.embed_dim, "dim": dim, "seed": seed},
+              "window_seconds": 1.0, "hop_seconds": 0.5, "pace": None, "adapted": False}
+    return ExportSource(backbone, projection, AnalyticClassifier(dim, gamma), config)
+
+
+def to_onnx_bytes(embedder: Embedder, min_samples: int, sample_rate: int) -> bytes:
+    """Dynamo export with dynamic batch and length, checked with onnx.checker."""
+    import onnx
+
+    embedder = embedder.eval()
+    example = torch.zeros(2, max(min_samples, sample_rate))
+    example[:, ::7] = 0.1  # non-silent example input
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    samples = torch.export.Dim("samples", min=min_samples, max=MAX_SAMPLES)
+    with torch.no_grad():
+        program = torch.onnx.export(embedder, (example,), dynamo=True, opset_version=OPSET, verbose=False,
+                                    input_names=["wave"], output_names=["z"],
+                                    dynamic_shapes={"wave": {0: batch, 1: samples}})
+    model = program.model_proto
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def add_metadata(onnx_bytes: bytes, props: dict[str, str]) -> bytes:
+    import onnx
+
+    model = onnx.load_from_string(onnx_bytes)
+    del model.metadata_props[:]
+    for k, v in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, str(v)
+    return model.SerializeToString()
+
+
+def parity_inputs(clips: np.ndarray | None, sample_rate: int, min_samples: int, seed: int = 0) -> list[np.ndarray]:
+    """Batches of several lengths and sizes cut from real clips (or, lacking clips, from deterministic
+    test signals: chirp, tones and noise)."""
+    rng = np.random.default_rng(seed)
+    if clips is None or len(clips) == 0:
+        t = np.arange(int(3 * sample_rate)) / sample_rate
+        clips = np.stack([0.5 * np.sin(2 * np.pi * (200 + 2000 * t) * t),
+                          0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(len(t)),
+                          0.2 * rng.standard_normal(len(t))]).astype(np.float32)
+    lengths = [min_samples, sample_rate, int(2.5 * sample_rate)]
+    cases = []
+    for n, b in zip(lengths, (1, 3, 2)):
+        rows = [np.resize(clips[(i + n) % len(clips)], n) for i in range(b)]  # tiles short clips
+        cases.append(np.stack(rows).astype(np.float32))
+    return cases
+
+
+def check_parity(embedder: Embedder, onnx_bytes: bytes, cases: list[np.ndarray],
+                 tolerance: float = PARITY_TOLERANCE) -> dict:
+    """Run ONNX Runtime and PyTorch on each case; raise ExportError naming the failing cases."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    report, worst_abs, worst_rel, failed = [], 0.0, 0.0, []
+    for x in cases:
+        with torch.no_grad():
+            ref = embedder(torch.from_numpy(x)).numpy()
+        out = sess.run(None, {"wave": x})[0]
+        if out.shape != ref.shape:
+            raise ExportError(f"ONNX output shape {out.shape} != torch {ref.shape} for input {x.shape}")
+        err = float(np.abs(out - ref).max())
+        rel = err / max(float(np.abs(ref).max()), 1e-12)
+        report.append({"batch": x.shape[0], "samples": x.shape[1], "max_abs": err, "max_rel": rel})
+        worst_abs, worst_rel = max(worst_abs, err), max(worst_rel, rel)
+        if not rel <= tolerance:
+            failed.append(f"batch {x.shape[0]} x {x.shape[1]} samples: relative error {rel:.2e}")
+    if failed:
+        raise ExportError(f"ONNX parity check failed (tolerance {tolerance:g}): " + "; ".join(failed)
+                          + ". The bundle was not written.")
+    return {"max_abs": worst_abs, "max_rel": worst_rel, "tolerance": tolerance, "cases": report}
+
+
+def frontend_nodes(model_bytes: bytes, frontend: nn.Module) -> list[str]:
+    """Names of the ONNX nodes that use the frontend's constant kernels (kept in float for int8)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load_from_string(model_bytes)
+    shapes = {tuple(b.shape) for b in frontend.buffers()}
+    consts = {i.name for i in model.graph.initializer if tuple(numpy_helper.to_array(i).shape) in shapes}
+    consts |= {n.output[0] for n in model.graph.node if n.op_type == "Constant" and any(
+        a.name == "value" and tuple(a.t.dims) in shapes for a in n.attribute)}
+    return [n.name for n in model.graph.node if n.op_type in ("Conv", "MatMul") and consts & set(n.input)]
+
+
+def quantize_int8(model_bytes: bytes, exclude: list[str]) -> bytes:
+    """Dynamic int8 quantisation with onnxruntime's tools (weights int8, activations quantised at run time)."""
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(model_bytes)
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
+        return dst.read_bytes()
+
+
+def compare_int8(fp32: bytes, int8: bytes, clips: np.ndarray, classifier: AnalyticClassifier,
+                 labels: list[str] | None = None) -> dict:
+    """Top-1 agreement of int8 with fp32 (and accuracy of both when labels are given) on held-out clips."""
+    import onnxruntime as ort
+
+    z = {}
+    for name, data in (("fp32", fp32), ("int8", int8)):
+        sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        z[name] = np.vstack([sess.run(None, {"wave": clips[i : i + 16]})[0] for i in range(0, len(clips), 16)])
+    cos = np.sum(z["fp32"] * z["int8"], 1) / (np.linalg.norm(z["fp32"], axis=1) * np.linalg.norm(z["int8"], axis=1) + 1e-12)
+    out = {"clips": int(len(clips)), "mean_cosine": float(cos.mean())}
+    if len(classifier.classes) >= 2:
+        p32, p8 = classifier.predict(z["fp32"]), classifier.predict(z["int8"])
+        out["top1_agreement"] = float(np.mean([a == b for a, b in zip(p32, p8)]))
+        if labels is not None:
+            out["accuracy_fp32"] = float(np.mean([a == b for a, b in zip(p32, labels)]))
+            out["accuracy_int8"] = float(np.mean([a == b for a, b in zip(p8, labels)]))
+            out["accuracy_change"] = out["accuracy_int8"] - out["accuracy_fp32"]
+    return out
+
+
+def export_bundle(source: ExportSource, out: str | Path, int8: bool = False, single_file: bool = False,
+                  clips: np.ndarray | None = None, clip_labels: list[str] | None = None,
+                  tolerance: float = PARITY_TOLERANCE, log=print) -> Path:
+    """Build, verify and write a bundle. ``clips`` ([n, S] float32 at the backbone's rate) are real audio
+    used for parity and int8 figures; ``clip_labels`` make the int8 accuracy change measurable."""
+    t0 = time.perf_counter()
+    backbone = source.backbone.eval()
+    embedder = Embedder(backbone, source.projection).eval()
+    sr, min_samples = int(backbone.sample_rate), int(backbone.min_samples)
+    log(f"exporting {source.config.get('backbone')} embedder to ONNX (opset {OPSET}, dynamic batch and length)")
+    fp32 = to_onnx_bytes(embedder, min_samples, sr)
+    log("checking ONNX Runtime against PyTorch on several lengths and batch sizes")
+    parity = check_parity(embedder, fp32, parity_inputs(clips, sr, min_samples), tolerance)
+    cfg = source.config
+    win, hop = float(cfg.get("window_seconds", 1.0)), float(cfg.get("hop_seconds", 0.5))
+    dim = int(source.projection.out_dim)
+    essentials = {"edge_pace.format_version": B.BUNDLE_VERSION, "edge_pace.sample_rate": sr,
+                  "edge_pace.feature_dim": dim, "edge_pace.window_seconds": win, "edge_pace.hop_seconds": hop,
+                  "edge_pace.min_samples": min_samples, "edge_pace.backbone": cfg.get("backbone"),
+                  "edge_pace.input": "wave: float32 [batch, samples], mono, peak-normalised inside",
+                  "edge_pace.output": "z: float32 [batch, feature_dim], ReLU(random projection of the embedding)"}
+    files = {B.EMBEDDER: add_metadata(fp32, essentials)}
+    quant = None
+    if int8:
+        log("quantising to int8 (dynamic) and measuring agreement")
+        q = quantize_int8(fp32, frontend_nodes(fp32, backbone.frontend))
+        files[B.EMBEDDER_INT8] = add_metadata(q, {**essentials, "edge_pace.quantization": "dynamic int8"})
+        evalset = clips if clips is not None and len(clips) else np.vstack(parity_inputs(None, sr, min_samples)[1:2])
+        quant = compare_int8(fp32, q, evalset, source.classifier, clip_labels)
+    from safetensors.numpy import save
+
+    tensors, meta = to_tensors(source.classifier)
+    files[B.CLASSIFIER] = save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=meta)
+    from edge_pace.backbones import BACKBONES
+
+    info = BACKBONES.get(str(cfg.get("backbone")))
+    manifest = {
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "package_version": __version__, "opset": OPSET,
+        "sample_rate": sr, "window_seconds": win, "hop_seconds": hop, "min_samples": min_samples,
+        "feature_dim": dim, "labels": list(source.classifier.classes), "gamma": source.classifier.gamma,
+        "backbone": {"name": cfg.get("backbone"), "licence": info.licence if info else None,
+                     "embed_dim": int(backbone.embed_dim)},
+        "projection": cfg.get("projection"), "pace": cfg.get("pace"), "adapted": cfg.get("adapted", True),
+        "parity": parity, "quantization": quant, "export_seconds": round(time.perf_counter() - t0, 2),
+    }
+    path = B.write_bundle(out, files, manifest, single_file=single_file)
+    log(f"bundle written to {path} ({sum(len(d) for d in files.values()) / 1e6:.1f} MB, parity max rel "
+        f"{parity['max_rel']:.1e}, {time.perf_counter() - t0:.1f} s)")
+    return path
+
+
+def describe(bundle_path: str | Path) -> str:
+    """Readable summary of a bundle's manifest, with checksum verification (for ``edge-pace info``)."""
+    bundle = B.open_bundle(bundle_path, verify=False)
+    m = bundle.manifest
+    problems = B.verify_bundle(bundle)
+    lines = [f"bundle       {bundle.path}  (format {m['format']} v{m['format_version']}, package {m.get('package_version')})",
+             f"created      {m.get('created')}",
+             f"backbone     {json.dumps(m.get('backbone'))}",
+             f"audio        {m['sample_rate']} Hz, window {m['window_seconds']} s, hop {m['hop_seconds']} s, "
+             f"min {m['min_samples']} samples",
+             f"features     {m['feature_dim']} (projection {json.dumps(m.get('projection'))})",
+             f"labels       {len(m['labels'])}: {', '.join(m['labels'][:20])}{' …' if len(m['labels']) > 20 else ''}",
+             f"parity       max abs {m['parity']['max_abs']:.2e}, max rel {m['parity']['max_rel']:.2e} "
+             f"(tolerance {m['parity']['tolerance']:g})" if m.get("parity") else "parity       -",
+             f"int8         {json.dumps(m.get('quantization'))}"]
+    for name, f in m["files"].items():
+        lines.append(f"file         {name:24s} {f['bytes'] / 1e6:8.2f} MB  sha256 {f['sha256'][:16]}…")
+    lines.append("checksums    OK" if not problems else "checksums    FAILED: " + "; ".join(problems))
+    return "\n".join(lines)
+
+
+__all__ = ["Embedder", "ExportSource", "ExportError", "export_bundle", "source_from_checkpoint",
+           "source_from_backbone", "describe", "check_parity", "to_onnx_bytes", "quantize_int8"]

@@ -1,0 +1,114 @@
+"""Classifier state on disk: safetensors (no pickle), versioned, checksummed, written atomically.
+
+Layout: tensors ``R`` [D, D] float64, ``W`` [D, K] float64, ``features.<k>`` [n_k, D] (per class, in class
+order, when kept); metadata (strings): format, version, classes (JSON), counts (JSON), gamma, dim,
+keep_features, n_updates, and ``sha256`` of the tensor payload so a flipped byte is caught.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edge_pace.runtime.analytic import AnalyticClassifier
+
+STATE_FORMAT = "edge-pace-classifier"
+STATE_VERSION = 1
+
+
+class StateError(ValueError):
+    """A state file that cannot be used; the message names the file and the problem."""
+
+
+def _digest(tensors: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        a = np.ascontiguousarray(tensors[k])
+        h.update(k.encode() + str(a.dtype).encode() + str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def to_tensors(clf: AnalyticClassifier) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    tensors = {"R": clf.R, "W": clf.W}
+    for k, c in enumerate(clf.classes):
+        if c in clf.features:
+            tensors[f"features.{k}"] = np.vstack(clf.features[c])
+    meta = {"format": STATE_FORMAT, "version": str(STATE_VERSION), "classes": json.dumps(clf.classes),
+            "counts": json.dumps(clf.counts), "gamma": repr(clf.gamma), "dim": str(clf.dim),
+            "keep_features": json.dumps(clf.keep_features), "n_updates": str(clf.n_updates),
+            "sha256": _digest(tensors)}
+    return tensors, meta
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write temp file in the same folder, fsync, rename over the target, fsync the folder."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def save_state(clf: AnalyticClassifier, path: str | Path) -> None:
+    from safetensors.numpy import save
+
+    clf.check()
+    tensors, meta = to_tensors(clf)
+    atomic_write_bytes(path, save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=meta))
+
+
+def state_from_bytes(data: bytes, name: str = "state") -> AnalyticClassifier:
+    from safetensors.numpy import load
+
+    if not data:
+        raise StateError(f"{name}: file is empty")
+    try:
+        n = int.from_bytes(data[:8], "little")
+        meta = json.loads(data[8 : 8 + n]).get("__metadata__", {})
+        tensors = load(data)
+    except Exception as exc:
+        raise StateError(f"{name}: not a readable safetensors classifier state ({exc})") from exc
+    if meta.get("format") != STATE_FORMAT:
+        raise StateError(f"{name}: not an edge-pace classifier state (format {meta.get('format')!r})")
+    if meta.get("version") != str(STATE_VERSION):
+        raise StateError(f"{name}: state format version {meta.get('version')} is not supported "
+                         f"(this runtime reads version {STATE_VERSION})")
+    if _digest(tensors) != meta.get("sha256"):
+        raise StateError(f"{name}: checksum mismatch: the state file is corrupt")
+    try:
+        classes, counts = json.loads(meta["classes"]), json.loads(meta["counts"])
+        clf = AnalyticClassifier(int(meta["dim"]), float(meta["gamma"]), json.loads(meta["keep_features"]))
+        clf.R, clf.W = tensors["R"].astype(np.float64), tensors["W"].astype(np.float64)
+        clf.classes, clf.counts, clf.n_updates = list(classes), list(counts), int(meta["n_updates"])
+        clf.features = {c: [tensors[f"features.{k}"]] for k, c in enumerate(classes) if f"features.{k}" in tensors}
+        clf.check()
+    except (KeyError, ValueError, FloatingPointError) as exc:
+        raise StateError(f"{name}: inconsistent classifier state: {exc}") from exc
+    return clf
+
+
+def load_state(path: str | Path) -> AnalyticClassifier:
+    path = Path(path)
+    if not path.is_file():
+        raise StateError(f"{path}: classifier state file not found")
+    return state_from_bytes(path.read_bytes(), str(path))
