@@ -1,0 +1,115 @@
+"""edge-pace export: a verified ONNX bundle with checksums (frozen aisfx backbone; D kept small for speed)."""
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from edge_pace.export import exporter
+from edge_pace.runtime import bundle as B
+from sounds import sox_set
+
+
+@pytest.fixture(scope="module")
+def real_clips():
+    return sox_set(["sine", "square", "noise", "pluck"], 3, seed=3)
+
+
+@pytest.fixture(scope="module")
+def frozen_bundle(tmp_path_factory, real_clips):
+    torch.set_num_threads(2)
+    source = exporter.source_from_backbone("aisfx", dim=256, seed=1)
+    # the classifier knows the 4 classes so int8 top-1 agreement is measurable
+    with torch.no_grad():
+        z = source.projection(source.backbone(torch.from_numpy(real_clips[0]))).numpy()
+    source.classifier.learn(z, real_clips[1])
+    out = tmp_path_factory.mktemp("export") / "bundle"
+    exporter.export_bundle(source, out, int8=True, clips=real_clips[0], clip_labels=real_clips[1], log=lambda m: None)
+    return out, source
+
+
+def test_manifest_records_what_the_device_needs(frozen_bundle):
+    out, source = frozen_bundle
+    m = B.open_bundle(out).manifest  # verifies every checksum
+    assert m["format"] == B.BUNDLE_FORMAT and m["format_version"] == B.BUNDLE_VERSION
+    assert m["sample_rate"] == 44100 and m["feature_dim"] == 256 and m["min_samples"] == 7168
+    assert m["labels"] == source.classifier.classes
+    assert m["backbone"]["name"] == "aisfx" and "CC BY 4.0" in m["backbone"]["licence"]
+    assert set(m["files"]) == {B.EMBEDDER, B.EMBEDDER_INT8, B.CLASSIFIER}
+    assert m["parity"]["max_rel"] <= m["parity"]["tolerance"] == exporter.PARITY_TOLERANCE
+    assert {(c["batch"], c["samples"]) for c in m["parity"]["cases"]} == {(1, 7168), (3, 44100), (2, 110250)}
+    q = m["quantization"]
+    assert q["clips"] == 12 and 0.0 <= q["top1_agreement"] <= 1.0 and "accuracy_change" in q
+    props = {p.key: p.value for p in onnx.load(str(out / B.EMBEDDER)).metadata_props}
+    assert props["edge_pace.sample_rate"] == "44100" and props["edge_pace.feature_dim"] == "256"
+
+
+def test_onnx_embedder_has_dynamic_batch_and_length_and_matches_torch(frozen_bundle):
+    out, source = frozen_bundle
+    sess = ort.InferenceSession(str(out / B.EMBEDDER), providers=["CPUExecutionProvider"])
+    emb = exporter.Embedder(source.backbone, source.projection).eval()
+    rng = np.random.default_rng(0)
+    for b, n in [(1, 7168), (4, 20000), (2, 3 * 44100 + 17)]:
+        x = (0.2 * rng.standard_normal((b, n))).astype(np.float32)
+        z = sess.run(None, {"wave": x})[0]
+        with torch.no_grad():
+            ref = emb(torch.from_numpy(x)).numpy()
+        assert z.shape == (b, 256)
+        assert np.abs(z - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_tampered_missing_and_unknown_version_are_refused(frozen_bundle, tmp_path):
+    out, _ = frozen_bundle
+    bad = tmp_path / "b"
+    shutil.copytree(out, bad)
+    data = bytearray((bad / B.CLASSIFIER).read_bytes())
+    data[-1] ^= 0xFF
+    (bad / B.CLASSIFIER).write_bytes(bytes(data))
+    with pytest.raises(B.BundleError, match="classifier.safetensors fails its checksum"):
+        B.open_bundle(bad)
+    (bad / B.EMBEDDER_INT8).unlink()
+    with pytest.raises(B.BundleError, match="embedder.int8.onnx is missing"):
+        B.open_bundle(bad)
+    m = json.loads((bad / B.MANIFEST).read_text())
+    m["format_version"] = 99
+    (bad / B.MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(B.BundleError, match="format version 99 is not supported"):
+        B.open_bundle(bad)
+    (bad / B.MANIFEST).write_text("{not json")
+    with pytest.raises(B.BundleError, match="not valid JSON"):
+        B.open_bundle(bad)
+
+
+def test_failed_parity_writes_nothing_and_keeps_the_old_bundle(frozen_bundle, tmp_path):
+    out, source = frozen_bundle
+    target = tmp_path / "bundle"
+    shutil.copytree(out, target)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    with pytest.raises(exporter.ExportError, match=r"parity check failed .* batch 1 x 7168 samples"):
+        exporter.export_bundle(source, target, tolerance=0.0, log=lambda m: None)
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]  # no temporary leftovers
+
+
+def test_export_refuses_to_replace_a_folder_that_is_not_a_bundle(tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(b"x")
+    with pytest.raises(B.BundleError, match="not a bundle; refusing"):
+        B.write_bundle(tmp_path / "photos", {"a": b"1"}, {"x": 1})
+    assert (tmp_path / "photos" / "cat.jpg").read_bytes() == b"x"
+
+
+def test_single_file_bundle_opens_like_the_folder(frozen_bundle, tmp_path):
+    out, _ = frozen_bundle
+    folder = B.open_bundle(out)
+    files = {n: folder.read(n) for n in folder.manifest["files"]}
+    manifest = {k: v for k, v in folder.manifest.items() if k not in ("files",)}
+    zpath = B.write_bundle(tmp_path / "b.zip", files, manifest, single_file=True)
+    z = B.open_bundle(zpath)
+    assert z.is_zip and z.manifest["files"] == folder.manifest["files"]
+    assert z.read(B.EMBEDDER) == folder.read(B.EMBEDDER)
+    assert z.state_path().name == "b.zip.state.safetensors"
