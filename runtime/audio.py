@@ -69,7 +69,8 @@ def load_audio(path: str | Path, target_rate: int | None = None) -> tuple[np.nda
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / OSError
         raise AudioError(f"cannot decode audio file {path}: {exc}") from exc
-    audio = to_float32_mono(data.T if data.shape[1] > 1 else data[:, 0], name=str(path))
+    # the file says which axis holds channels: average it here rather than guess in to_float32_mono
+    audio = to_float32_mono(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0], name=str(path))
     if target_rate is not None:
         audio, rate = resample(audio, rate, target_rate), target_rate
     return audio, rate
