@@ -25,10 +25,10 @@ BACKBONES: dict[str, BackboneInfo] = {
                           "CC BY 4.0, (c) 2022 A.B. Ma and A. Lerch", 44100, 512, "4.69 M",
                           "PyPI wheel aisfx==0.1.2 -> `edge-pace backbones fetch`"),
     "eat-base": BackboneInfo("eat-base", "EAT-style ViT-B (12 blocks, 768-d) over 128-bin Kaldi fbank",
-                             "weights: those of the checkpoint you supply (EAT: MIT)", 16000, 768, "~86 M",
+                             "weights: those of the checkpoint you supply (EAT: MIT)", 16000, 768, "85.3 M",
                              "local EAT checkpoint: --weights PATH"),
     "eat-tiny": BackboneInfo("eat-tiny", "EAT-style ViT, tiny configuration for tests and CPU demos",
-                             "random init (no weights)", 16000, 64, "~0.1 M", "none"),
+                             "random init (no weights)", 16000, 64, "0.22 M", "none"),
 }
 
 
