@@ -2,7 +2,10 @@
 
 Layout: tensors ``R`` [D, D] float64, ``W`` [D, K] float64, ``features.<k>`` [n_k, D] (per class, in class
 order, when kept); metadata (strings): format, version, classes (JSON), counts (JSON), gamma, dim,
-keep_features, n_updates, and ``sha256`` of the tensor payload so a flipped byte is caught.
+keep_features, n_updates, and ``sha256`` of the tensor payload so a flipped byte is caught; ``meta_sha256``
+covers the other metadata strings (checked when present; older files without it still load). Callers
+may add their own string metadata (``extra``), e.g. the device runtime ties a state to its embedder
+(``embedder_sha256``); ``read_state`` returns it.
 """
 
 from __future__ import annotations
@@ -34,7 +37,14 @@ def _digest(tensors: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def to_tensors(clf: AnalyticClassifier) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def _meta_digest(meta: dict[str, str]) -> str:
+    body = {k: v for k, v in meta.items() if k not in ("sha256", "meta_sha256")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def to_tensors(clf: AnalyticClassifier, extra: dict[str, str] | None = None
+               ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Tensors and string metadata of a state; ``extra`` adds caller metadata (must not shadow the core keys)."""
     tensors = {"R": clf.R, "W": clf.W}
     for k, c in enumerate(clf.classes):
         if c in clf.features:
@@ -43,6 +53,11 @@ def to_tensors(clf: AnalyticClassifier) -> tuple[dict[str, np.ndarray], dict[str
             "counts": json.dumps(clf.counts), "gamma": repr(clf.gamma), "dim": str(clf.dim),
             "keep_features": json.dumps(clf.keep_features), "n_updates": str(clf.n_updates),
             "sha256": _digest(tensors)}
+    for k, v in (extra or {}).items():
+        if k in meta:
+            raise ValueError(f"extra state metadata key {k!r} would overwrite a core key")
+        meta[str(k)] = str(v)
+    meta["meta_sha256"] = _meta_digest(meta)
     return tensors, meta
 
 
@@ -69,15 +84,24 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         os.close(dfd)
 
 
-def save_state(clf: AnalyticClassifier, path: str | Path) -> None:
+def state_to_bytes(clf: AnalyticClassifier, extra: dict[str, str] | None = None) -> bytes:
     from safetensors.numpy import save
 
     clf.check()
-    tensors, meta = to_tensors(clf)
-    atomic_write_bytes(path, save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=meta))
+    tensors, meta = to_tensors(clf, extra)
+    return save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=meta)
+
+
+def save_state(clf: AnalyticClassifier, path: str | Path, extra: dict[str, str] | None = None) -> None:
+    atomic_write_bytes(path, state_to_bytes(clf, extra))
 
 
 def state_from_bytes(data: bytes, name: str = "state") -> AnalyticClassifier:
+    return read_state(data, name)[0]
+
+
+def read_state(data: bytes, name: str = "state") -> tuple[AnalyticClassifier, dict[str, str]]:
+    """Parse and verify a state; returns the classifier and all its string metadata."""
     from safetensors.numpy import load
 
     if not data:
@@ -95,6 +119,8 @@ def state_from_bytes(data: bytes, name: str = "state") -> AnalyticClassifier:
                          f"(this runtime reads version {STATE_VERSION})")
     if _digest(tensors) != meta.get("sha256"):
         raise StateError(f"{name}: checksum mismatch: the state file is corrupt")
+    if "meta_sha256" in meta and _meta_digest(meta) != meta["meta_sha256"]:
+        raise StateError(f"{name}: metadata checksum mismatch: the state file is corrupt")
     try:
         classes, counts = json.loads(meta["classes"]), json.loads(meta["counts"])
         clf = AnalyticClassifier(int(meta["dim"]), float(meta["gamma"]), json.loads(meta["keep_features"]))
@@ -104,7 +130,10 @@ def state_from_bytes(data: bytes, name: str = "state") -> AnalyticClassifier:
         clf.check()
     except (KeyError, ValueError, FloatingPointError) as exc:
         raise StateError(f"{name}: inconsistent classifier state: {exc}") from exc
-    return clf
+    if len(clf.counts) != len(clf.classes) or len(set(clf.classes)) != len(clf.classes):
+        raise StateError(f"{name}: inconsistent classifier state: {len(clf.classes)} classes (unique: "
+                         f"{len(set(clf.classes))}) but {len(clf.counts)} counts")
+    return clf, dict(meta)
 
 
 def load_state(path: str | Path) -> AnalyticClassifier:

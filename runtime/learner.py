@@ -1,0 +1,375 @@
+"""The on-device learner: ONNX Runtime embedder + the analytic classifier, numpy only (never torch).
+
+    from edge_pace.runtime.learner import Learner
+    lrn = Learner.load("bundle/")                      # verifies checksums, loads learned state if any
+    lrn.learn(wave, "doorbell", sample_rate=16000)     # closed-form recursive update, new label = new class
+    lrn.learn("knock.wav", "knock")                    # files are decoded with soundfile
+    label, score = lrn.predict(wave, sample_rate=16000)  # label may be "unknown"
+    probs = lrn.predict_proba(wave, sample_rate=16000)   # dict label -> probability, .unknown, .ridge, ...
+    lrn.forget("knock"); lrn.save()                    # exact forgetting; atomic, checksummed state
+    events = lrn.stream(sample_rate=16000).feed(chunk)   # see runtime/stream.py
+
+Audio input (as Silero VAD, explicit rather than surprising): arrays need ``sample_rate`` (any rate is
+resampled to the bundle's with soxr HQ); int16/int32 PCM and float64/float16 are converted to float32;
+2-D input is averaged over channels (runtime/audio.py); NaN/Inf, empty, 3-D+, non-numeric input and clips
+shorter than the embedder's minimum (0.16 s for aisfx) raise ``AudioError`` naming what was expected.
+Framing into windows (short clips zero-padded to one window, long clips cut with the bundle's hop) is
+documented in runtime/embedder.py. Windows below the level gate (``gate_dbfs``, default -50 dBFS RMS) are
+not learned from and not classified: the embedder peak-normalises each window, which would lift silence
+to full scale. Learning audio that is entirely below the gate is an error; predicting it gives "unknown"
+with ``quiet=True``. Scores, probabilities and the calibrated unknown rule: runtime/unknown.py.
+
+State: learned state goes to ``state.safetensors`` in the bundle folder (beside a zip bundle), written
+atomically, versioned and checksummed (runtime/state.py), and tied to the embedder that produced its
+features (embedder file sha256 and feature dimension): a state from another embedder (e.g. learned with
+int8 and loaded with fp32) or a corrupt one is refused as a whole, never half-loaded.
+
+Every error leaves the learned state unchanged: audio is validated and embedded before the classifier
+is touched, and the classifier update itself computes new arrays and swaps them in (AnalyticClassifier).
+
+Threads: one ``RLock`` serialises state changes (learn, forget, save, refit). Predictions read an
+immutable snapshot (W, R, classes, stored features, version) published after each change, so they never
+block on a learn and always see one consistent state; ONNX Runtime's ``run`` is thread-safe.
+Numerical work of the classifier uses numpy's BLAS, whose threads are set by the environment
+(e.g. OPENBLAS_NUM_THREADS=1 before start-up on a single-core device).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge_pace.runtime import bundle as B
+from edge_pace.runtime.analytic import AnalyticClassifier, loo_scores
+from edge_pace.runtime.audio import AudioError, load_audio, prepare, resample
+from edge_pace.runtime.embedder import DEFAULT_THREADS, OnnxEmbedder, frame, level_dbfs, release_free_memory
+from edge_pace.runtime.state import StateError, atomic_write_bytes, read_state, state_to_bytes
+from edge_pace.runtime.unknown import (DEFAULT_QUANTILE, DEFAULT_TEMPERATURE, UNKNOWN, Scores, pooled_loo, softmax,
+                                       threshold_from_loo)
+
+DEFAULT_GATE_DBFS = -50.0
+STATE_RUNTIME = "edge-pace-runtime"
+
+
+class NotFittedError(RuntimeError):
+    """Prediction was asked for before any class was learned."""
+
+
+@dataclass
+class _View:
+    """Immutable snapshot of the classifier for readers (arrays are never modified in place)."""
+
+    version: int
+    classes: tuple[str, ...]
+    W: np.ndarray
+    R: np.ndarray  # R_base; the state's R is R_base - P^T P (AnalyticClassifier.factors)
+    P: np.ndarray
+    features: dict[str, tuple[np.ndarray, ...]]
+    _loo: np.ndarray | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def loo(self) -> np.ndarray:
+        """Pooled leave-one-out own-class scores of this version (computed once, on first use)."""
+        if self._loo is None:
+            with self._lock:
+                if self._loo is None:
+                    self._loo = pooled_loo(loo_scores(self.R, self.W, list(self.classes), self.features, self.P))
+        return self._loo
+
+
+def _check_rate(sample_rate, name: str) -> int:
+    ok = isinstance(sample_rate, (int, np.integer)) or (isinstance(sample_rate, float) and sample_rate.is_integer())
+    if isinstance(sample_rate, bool) or not ok or sample_rate <= 0:
+        raise AudioError(f"{name}: sample_rate must be a positive integer in Hz, got {sample_rate!r}")
+    return int(sample_rate)
+
+
+def _check_label(label) -> str:
+    if not isinstance(label, str):
+        raise TypeError(f"label must be a str, got {type(label).__name__}")
+    if not label.strip():
+        raise ValueError("label must be a non-empty string")
+    if label.strip().lower() == UNKNOWN:
+        raise ValueError(f"{label!r} is reserved for the unknown decision; choose another label")
+    return label
+
+
+class Learner:
+    """A bundle's embedder and analytic classifier on the device. Build it with ``Learner.load``."""
+
+    def __init__(self, embedder: OnnxEmbedder, classifier: AnalyticClassifier, manifest: dict, state_path: Path, *,
+                 bundle_path: Path | None = None, state_origin: str = "", unknown: bool = True,
+                 unknown_quantile: float = DEFAULT_QUANTILE, unknown_threshold: float | None = None,
+                 temperature: float = DEFAULT_TEMPERATURE, gate_dbfs: float | None = DEFAULT_GATE_DBFS) -> None:
+        self.embedder = embedder
+        self.manifest = manifest
+        self.bundle_path = bundle_path
+        self.state_path = Path(state_path)
+        self.state_origin = state_origin
+        self.sample_rate = int(manifest["sample_rate"])
+        self.window = int(round(float(manifest["window_seconds"]) * self.sample_rate))
+        self.hop = int(round(float(manifest["hop_seconds"]) * self.sample_rate))
+        self.min_samples = int(manifest["min_samples"])
+        self.feature_dim = int(manifest["feature_dim"])
+        if not (0 < self.hop and self.min_samples <= self.window):
+            raise B.BundleError(f"bad audio settings in manifest: window {self.window}, hop {self.hop}, "
+                                f"min_samples {self.min_samples} samples")
+        if not 0.0 <= unknown_quantile <= 1.0:
+            raise ValueError(f"unknown_quantile must be in [0, 1], got {unknown_quantile}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.unknown, self.unknown_quantile, self.unknown_threshold = bool(unknown), float(unknown_quantile), unknown_threshold
+        self.temperature, self.gate_dbfs = float(temperature), gate_dbfs
+        self._clf = classifier
+        self._lock = threading.RLock()
+        self._version = 0
+        self._publish()
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, bundle_path: str | Path, int8: bool = False, threads: int = DEFAULT_THREADS,
+             providers: list[str] | None = None, state: str | Path | bool | None = None, **settings) -> "Learner":
+        """Open and verify a bundle, start an ONNX Runtime session and load the classifier.
+
+        ``int8`` picks ``embedder.int8.onnx``; ``threads`` = ONNX Runtime intra-op threads (1 suits a small
+        device); ``providers`` default to CUDA+CPU when onnxruntime offers CUDA, else CPU. ``state``: None =
+        the bundle's learned state if present, else its exported classifier; a path = that state file
+        (must exist); False = ignore learned state. ``settings``: unknown, unknown_quantile,
+        unknown_threshold, temperature, gate_dbfs (see the module docstrings).
+        """
+        bundle = B.open_bundle(bundle_path, verify=True)
+        m = bundle.manifest
+        name = B.EMBEDDER_INT8 if int8 else B.EMBEDDER
+        if name not in m["files"]:
+            raise B.BundleError(f"{bundle.path}: the bundle has no {name}"
+                                + (" (export it with --int8)" if int8 else ""))
+        # folder bundles: ONNX Runtime reads the just-verified file itself (less memory than from bytes)
+        model = bundle.read(name) if bundle.is_zip else bundle.path / name
+        embedder = OnnxEmbedder(model, threads=threads, providers=providers, name=name,
+                                sha256=m["files"][name]["sha256"])
+        del model
+        dim = int(m["feature_dim"])
+        if embedder.dim is not None and embedder.dim != dim:
+            raise B.BundleError(f"{bundle.path}: {name} outputs {embedder.dim} features but the manifest says {dim}")
+        default_state = bundle.state_path()
+        if state is None:
+            state = default_state if default_state.is_file() else False
+        if state is False:
+            clf, _ = read_state(bundle.read(B.CLASSIFIER), f"{bundle.path}/{B.CLASSIFIER}")
+            origin = B.CLASSIFIER
+        else:
+            spath = Path(state)
+            if not spath.is_file():
+                raise StateError(f"{spath}: classifier state file not found")
+            clf, meta = read_state(spath.read_bytes(), str(spath))
+            if meta.get("embedder_sha256") != embedder.sha256:
+                raise StateError(
+                    f"{spath}: this state was learned with features of {meta.get('embedder', 'an unrecorded embedder')} "
+                    f"(sha256 {str(meta.get('embedder_sha256'))[:12]}…) but the learner runs {name} "
+                    f"(sha256 {embedder.sha256[:12]}…); its classes would not match these features. Load with the "
+                    f"embedder it was learned with (int8={not int8}?), or move the state away to start again")
+            origin = str(spath)
+        if clf.dim != dim:
+            raise StateError(f"{origin}: classifier feature dimension {clf.dim} != the bundle's {dim}")
+        learner = cls(embedder, clf, m, default_state, bundle_path=bundle.path, state_origin=origin, **settings)
+        del bundle  # a zip bundle holds every file in memory
+        release_free_memory()
+        return learner
+
+    # ------------------------------------------------------------------ snapshot
+    def _publish(self) -> None:
+        clf = self._clf
+        self._version += 1
+        R, P = clf.factors()  # no folding here: publishing stays O(classes)
+        self._view = _View(self._version, tuple(clf.classes), clf.W, R, P,
+                           {c: tuple(v) for c, v in clf.features.items()})
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self._view.classes)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Examples (windows) learned per class."""
+        with self._lock:
+            return dict(zip(self._clf.classes, self._clf.counts))
+
+    @property
+    def version(self) -> int:
+        """State version: increases with every learn/forget/refit of this learner."""
+        return self._view.version
+
+    @property
+    def classifier(self) -> AnalyticClassifier:
+        """The live classifier (mutate it only through the learner, which holds the lock)."""
+        return self._clf
+
+    def __repr__(self) -> str:
+        return (f"Learner({self.bundle_path}, {self.embedder.name}, D={self.feature_dim}, {self.sample_rate} Hz, "
+                f"classes={self.classes}, providers={self.embedder.providers}, threads={self.embedder.threads})")
+
+    # ------------------------------------------------------------------ audio -> features
+    def _audio(self, audio, sample_rate, name: str) -> np.ndarray:
+        """Decode/validate/convert/resample to float32 mono at the bundle's rate."""
+        if isinstance(audio, (str, os.PathLike)):
+            a, rate = load_audio(audio)
+            if sample_rate is not None and _check_rate(sample_rate, name) != rate:
+                raise AudioError(f"{audio}: file is {rate} Hz but sample_rate={sample_rate} was given; omit it for files")
+            return resample(a, rate, self.sample_rate)
+        if sample_rate is None:
+            raise AudioError(f"{name}: sample_rate is required for sample arrays (the bundle runs at "
+                             f"{self.sample_rate} Hz; other rates are resampled with soxr)")
+        rate = _check_rate(sample_rate, name)
+        return prepare(audio, rate, self.sample_rate, name)
+
+    def windows(self, audio, sample_rate: int | None = None, name: str = "audio") -> tuple[np.ndarray, np.ndarray]:
+        """The windows [n, window] the learner uses for a clip, and their levels in dBFS [n]."""
+        w = frame(self._audio(audio, sample_rate, name), self.window, self.hop, self.min_samples, self.sample_rate)
+        return w, level_dbfs(w)
+
+    def _active(self, levels: np.ndarray) -> np.ndarray:
+        return np.ones(len(levels), bool) if self.gate_dbfs is None else levels >= self.gate_dbfs
+
+    def embed(self, audio, sample_rate: int | None = None) -> np.ndarray:
+        """Features z [n_windows, D] (float32) of every window of a clip (no level gate)."""
+        w, _ = self.windows(audio, sample_rate)
+        return self.embedder(w)
+
+    def _learn_features(self, audio, sample_rate, name: str) -> np.ndarray:
+        w, lv = self.windows(audio, sample_rate, name)
+        active = self._active(lv)
+        if not active.any():
+            raise AudioError(f"{name}: every window is below the level gate ({lv.max():.1f} dBFS < gate_dbfs "
+                             f"{self.gate_dbfs} dBFS); nothing was learned. Use louder audio or a lower gate_dbfs "
+                             "(None disables the gate)")
+        return self.embedder(w[active])
+
+    # ------------------------------------------------------------------ learning
+    def learn(self, audio, label: str, sample_rate: int | None = None) -> "Learner":
+        """Learn one clip (array with ``sample_rate``, or a file path) under ``label`` (new labels = new classes).
+        Each active window of the clip is one example."""
+        label = _check_label(label)
+        z = self._learn_features(audio, sample_rate, "audio")
+        with self._lock:
+            self._clf.learn(z, label)
+            self._publish()
+        return self
+
+    def learn_many(self, audios: Sequence | np.ndarray, labels: Sequence[str] | str, sample_rate: int | None = None,
+                   progress: Callable[[int], None] | None = None) -> "Learner":
+        """Learn several clips in one recursive update (all or nothing). ``audios``: a sequence of arrays or
+        paths, or a 2-D array whose rows are clips; ``labels``: one per clip, or one label for all;
+        ``progress(i)`` is called after clip i is embedded."""
+        if isinstance(audios, (str, os.PathLike)) or (isinstance(audios, np.ndarray) and audios.ndim != 2):
+            raise TypeError("audios must be a sequence of clips (arrays or paths) or a 2-D array [clips, samples]")
+        items = list(audios)
+        labels = [labels] * len(items) if isinstance(labels, str) else list(labels)
+        if len(labels) != len(items):
+            raise ValueError(f"got {len(items)} clips but {len(labels)} labels")
+        if not items:
+            raise ValueError("learn_many needs at least one clip")
+        labels = [_check_label(lb) for lb in labels]
+        Z, Y = [], []
+        for i, (a, lb) in enumerate(zip(items, labels)):
+            name = str(a) if isinstance(a, (str, os.PathLike)) else f"audios[{i}]"
+            z = self._learn_features(a, sample_rate, name)
+            Z.append(z)
+            Y += [lb] * len(z)
+            if progress is not None:
+                progress(i)
+        with self._lock:
+            self._clf.learn(np.concatenate(Z), Y)
+            self._publish()
+        return self
+
+    def forget(self, label: str) -> "Learner":
+        """Remove a class exactly: the state equals never having learned it (AnalyticClassifier.forget)."""
+        with self._lock:
+            if label not in self._clf.classes:
+                raise KeyError(f"unknown class {label!r}; known: {self._clf.classes}")
+            self._clf.forget(label)
+            self._publish()
+        return self
+
+    def refit(self) -> "Learner":
+        """Refactorise R and W from the stored features (clears accumulated rounding drift)."""
+        with self._lock:
+            self._clf.refit()
+            self._publish()
+        return self
+
+    # ------------------------------------------------------------------ prediction
+    def threshold(self, view: _View | None = None) -> float | None:
+        """The unknown threshold tau for the current (or given) state, or None when the rule is off."""
+        if not self.unknown:
+            return None
+        if self.unknown_threshold is not None:
+            return float(self.unknown_threshold)
+        return threshold_from_loo((view or self._view).loo(), self.unknown_quantile)
+
+    def score_features(self, z: np.ndarray, active: np.ndarray | None = None, view: _View | None = None) -> Scores:
+        """Scores of one clip from its window features z [n, D]: mean ridge score over active windows."""
+        view = view or self._view
+        if not view.classes:
+            raise NotFittedError("the learner knows no class yet: learn(...) some audio first")
+        z = np.atleast_2d(z)
+        active = np.ones(len(z), bool) if active is None else np.asarray(active, bool)
+        quiet = not active.any()
+        s = (z[active if not quiet else slice(None)].astype(np.float64) @ view.W).mean(axis=0)
+        return self._decide(s, view, quiet=quiet, windows=int(active.sum()))
+
+    def _decide(self, s: np.ndarray, view: _View, quiet: bool = False, windows: int = 1) -> Scores:
+        k = int(np.argmax(s))
+        top, score = view.classes[k], float(s[k])
+        tau = self.threshold(view)
+        unknown = quiet or (tau is not None and score < tau)
+        p = softmax(s, self.temperature)
+        return Scores(dict(zip(view.classes, p.tolist())), label=UNKNOWN if unknown else top, top=top, score=score,
+                      unknown=unknown, threshold=tau, ridge=dict(zip(view.classes, s.tolist())), quiet=quiet,
+                      windows=windows, version=view.version)
+
+    def predict_proba(self, audio, sample_rate: int | None = None) -> Scores:
+        """dict label -> probability (softmax of ridge scores / temperature) with the decision as attributes
+        (``label``, ``score``, ``unknown``, ``threshold``, ``ridge``; see runtime/unknown.py)."""
+        view = self._view
+        if not view.classes:
+            raise NotFittedError("the learner knows no class yet: learn(...) some audio first")
+        w, lv = self.windows(audio, sample_rate)
+        active = self._active(lv)
+        z = self.embedder(w[active] if active.any() else w)
+        return self.score_features(z, None if active.any() else np.zeros(len(z), bool), view)
+
+    def predict(self, audio, sample_rate: int | None = None) -> tuple[str, float]:
+        """(label, top ridge score); the label is "unknown" when the unknown rule rejects the clip."""
+        s = self.predict_proba(audio, sample_rate)
+        return s.label, s.score
+
+    # ------------------------------------------------------------------ streaming
+    def stream(self, sample_rate: int, **options):
+        """A ``Stream`` fed with chunks of any size at ``sample_rate``; see runtime/stream.py for options."""
+        from edge_pace.runtime.stream import Stream
+
+        return Stream(self, sample_rate, **options)
+
+    # ------------------------------------------------------------------ state
+    def state_metadata(self) -> dict[str, str]:
+        return {"runtime": STATE_RUNTIME, "embedder": self.embedder.name, "embedder_sha256": self.embedder.sha256,
+                "feature_dim": str(self.feature_dim), "sample_rate": str(self.sample_rate)}
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write the state atomically (temp file, fsync, rename): safetensors, versioned, checksummed, tied to
+        the embedder. Default path: the bundle's state path (inside a folder bundle, beside a zip)."""
+        path = Path(path) if path is not None else self.state_path
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"{path.parent}: folder does not exist; cannot save the state there")
+        with self._lock:
+            atomic_write_bytes(path, state_to_bytes(self._clf, self.state_metadata()))
+        return path
+
+
+__all__ = ["Learner", "NotFittedError", "Scores", "UNKNOWN", "AudioError", "StateError", "DEFAULT_GATE_DBFS"]

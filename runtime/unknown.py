@@ -1,0 +1,83 @@
+"""Scores and the calibrated "unknown" decision of the device runtime.
+
+Scores. The analytic classifier's ridge outputs s = z W (targets one-hot, so about 1 for the true class and
+0 for the others) are the primary score: ``predict`` returns the top ridge score and stream events carry
+it. ``predict_proba`` also gives probabilities p = softmax(s / T) with a documented, fixed temperature
+T = 0.1 (a ridge-score gap of 0.1 is a factor e between two classes); the ridge scores are kept beside
+them (``Scores.ridge``). For a clip of several windows, s is the mean of its active windows' scores.
+
+Unknown rule (switchable off). A prediction is "unknown" when the top ridge score is below a threshold tau:
+
+    tau = quantile_q( { closed-form leave-one-out own-class score of every enrolled example } )
+
+The leave-one-out score (AnalyticClassifier.loo_scores, exact for ridge: (s - h) / (1 - h), h = z R z^T)
+is the score an enrolled example would get had it not been learned, i.e. an unbiased sample of the
+score a new genuine example of a known class gets. Taking its q-quantile (default q = 0.05) makes the
+rule reject about a fraction q of genuine known-class sounds while rejecting sounds that score lower
+than most known examples. Only classes with at least 2 stored examples take part (a single example's
+leave-one-out score is that of a class with no examples). Without any such class tau falls back to 0.5,
+half-way between the one-hot targets. tau is recomputed lazily, once per state version (every learn or
+forget makes a new version), at the first prediction that needs it: cost O(n D^2) for n stored examples.
+Caveat: the overlapping windows of one long clip are not independent, so leave-one-window-out is
+optimistic for them (tau higher, i.e. more conservative). A fixed ``unknown_threshold`` overrides all this.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+UNKNOWN = "unknown"
+DEFAULT_TEMPERATURE = 0.1
+DEFAULT_QUANTILE = 0.05
+FALLBACK_THRESHOLD = 0.5
+MIN_EXAMPLES = 2
+
+
+def softmax(s: np.ndarray, temperature: float = DEFAULT_TEMPERATURE) -> np.ndarray:
+    """Row-wise softmax of s / temperature (numerically stable)."""
+    x = np.asarray(s, dtype=np.float64) / temperature
+    x = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(x)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def pooled_loo(loo: dict[str, np.ndarray], min_examples: int = MIN_EXAMPLES) -> np.ndarray:
+    """All leave-one-out own-class scores of the classes with >= ``min_examples`` stored examples."""
+    parts = [v for v in loo.values() if len(v) >= min_examples]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def threshold_from_loo(pooled: np.ndarray, quantile: float = DEFAULT_QUANTILE) -> float:
+    """The q-quantile (linear interpolation) of the pooled leave-one-out scores, else the fallback 0.5."""
+    if not 0.0 <= quantile <= 1.0:
+        raise ValueError(f"unknown_quantile must be in [0, 1], got {quantile}")
+    if len(pooled) == 0:
+        return FALLBACK_THRESHOLD
+    return float(np.quantile(pooled, quantile))
+
+
+class Scores(dict):
+    """label -> probability (softmax of ridge scores / T), plus the decision as attributes:
+
+    ``label`` (top class, or ``"unknown"``), ``top`` (top class even when unknown), ``score`` (top ridge
+    score, the value the unknown rule compares), ``unknown`` (bool), ``threshold`` (tau used, or None when
+    the rule is off), ``ridge`` (label -> ridge score), ``quiet`` (no window passed the level gate),
+    ``windows`` (windows used), ``version`` (state version the scores come from).
+    """
+
+    def __init__(self, probs: dict[str, float], *, label: str, top: str, score: float, unknown: bool,
+                 threshold: float | None, ridge: dict[str, float], quiet: bool = False, windows: int = 1,
+                 version: int = 0) -> None:
+        super().__init__(probs)
+        self.label, self.top, self.score, self.unknown = label, top, score, unknown
+        self.threshold, self.ridge, self.quiet, self.windows, self.version = threshold, ridge, quiet, windows, version
+
+    def __repr__(self) -> str:
+        return (f"Scores(label={self.label!r}, score={self.score:.3f}, unknown={self.unknown}, "
+                f"threshold={self.threshold}, probs={dict(self)!r})")
+
+    def as_dict(self) -> dict:
+        """Plain JSON-ready form."""
+        return {"label": self.label, "top": self.top, "score": self.score, "unknown": self.unknown,
+                "threshold": self.threshold, "quiet": self.quiet, "windows": self.windows,
+                "probabilities": dict(self), "ridge": self.ridge}
