@@ -76,6 +76,10 @@ def to_onnx_bytes(embedder: Embedder, min_samples: int, sample_rate: int) -> byt
     """Dynamo export with dynamic batch and length, checked with onnx.checker."""
     import onnx
 
+    import logging
+
+    # torch.onnx warns about every torchvision op it cannot register; torchvision is not used here
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     embedder = embedder.eval()
     example = torch.zeros(2, max(min_samples, sample_rate))
     example[:, ::7] = 0.1  # non-silent example input
@@ -184,12 +188,20 @@ def quantize_int8(model_bytes: bytes, exclude: list[str], calibration: np.ndarra
             row = next(self.rows, None)
             return None if row is None else {"wave": row}
 
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # onnxruntime's quantiser logs a generic pre-processing hint on the root logger
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(model_bytes)
-        quantize_static(str(src), str(dst), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        weight_type=QuantType.QInt8, activation_type=QuantType.QInt8,
-                        op_types_to_quantize=["Conv", "MatMul"], nodes_to_exclude=exclude)
+        try:
+            quantize_static(str(src), str(dst), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            weight_type=QuantType.QInt8, activation_type=QuantType.QInt8,
+                            op_types_to_quantize=["Conv", "MatMul"], nodes_to_exclude=exclude)
+        finally:
+            root.setLevel(level)
         return dst.read_bytes()
 
 
@@ -238,7 +250,7 @@ def export_bundle(source: ExportSource, out: str | Path, int8: bool = False, sin
     files = {B.EMBEDDER: add_metadata(fp32, essentials)}
     quant = None
     if int8:
-        log("quantising to int8 (dynamic) and measuring agreement")
+        log("quantising to int8 (static QDQ, calibrated on real clips) and measuring agreement")
         front = frontend_nodes(fp32, backbone.frontend)
         calib = clips if clips is not None and len(clips) else np.vstack(parity_inputs(None, sr, min_samples)[1:2])
         # calibrate on even clips, measure on the odd ones (held out from calibration) when there are enough
