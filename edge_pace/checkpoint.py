@@ -1,0 +1,235 @@
+"""PACE checkpoints: a folder, written atomically (temp folder, fsync, rename), resumable per session.
+
+Layout::
+
+    config.json            format/version, backbone (name, weights path or null, how to rebuild it),
+                           sample rate, PaceConfig, projection (in_dim, dim, seed), L_tune, CKA, sessions
+                           done, frozen flag, MSA samples seen, window_seconds, hop_seconds, classes
+    adapters.safetensors   every LoRA tensor, session-tagged ('<layer>.s<session>.A|B|alpha')
+    classifier.safetensors the analytic classifier (``edge_pace.runtime.state.save_state``)
+    metrics.json           per-session metrics (losses, CKA, subspace sizes, timings)
+    backbone.safetensors   base weights, only when they cannot be rebuilt from a registry name + weights file
+
+``load_adapted_model`` is what export calls: backbone with LoRA merged (eval), projection, classifier.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from edge_pace.config import PaceConfig
+from edge_pace.lora import base_state_dict, freeze_backbone, load_lora_state_dict, lora_state_dict, merge_lora
+from edge_pace.projection import RandomProjection
+from edge_pace.runtime.analytic import AnalyticClassifier
+from edge_pace.runtime.state import load_state, save_state
+
+CHECKPOINT_FORMAT = "edge-pace-checkpoint"
+CHECKPOINT_VERSION = 1
+WINDOW_SECONDS = 1.0
+HOP_SECONDS = 0.5
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that cannot be used; the message names the folder and the problem."""
+
+
+def _write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (bool, int, float, str)) or x is None:
+        return x
+    if hasattr(x, "item"):
+        return x.item()
+    return str(x)
+
+
+def checkpoint_config(learner) -> dict[str, Any]:
+    """The config.json dictionary of a learner."""
+    spec = dict(learner.backbone_spec)
+    return {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+        "backbone": spec["name"],
+        "backbone_weights": "backbone.safetensors" if spec["store_base"] else spec["weights"],
+        "backbone_spec": spec,
+        "sample_rate": learner.sample_rate, "embed_dim": learner.embed_dim,
+        "pace": learner.config.to_dict(),
+        "projection": {"in_dim": learner.projection.in_dim, "dim": learner.projection.out_dim,
+                       "seed": learner.projection.seed},
+        "l_tune": learner.l_tune, "cka": learner.cka,
+        "sessions_done": learner.sessions_done, "frozen": learner.frozen,
+        "msa_samples_seen": learner.msa_samples_seen,
+        "window_seconds": WINDOW_SECONDS, "hop_seconds": HOP_SECONDS,
+        "classes": learner.classes,
+        "lora": {"rank": learner.config.lora_rank, "alpha": learner.config.lora_alpha,
+                 "targets": list(learner.config.lora_targets)},
+    }
+
+
+def save_checkpoint(learner, folder: str | Path) -> Path:
+    """Write ``learner`` to ``folder`` atomically: a complete new folder replaces any older checkpoint there."""
+    from safetensors.torch import save as save_tensors
+
+    folder = Path(folder).absolute()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if folder.exists():
+        if not (folder / "config.json").is_file():
+            raise FileExistsError(f"{folder} exists and is not an edge-pace checkpoint; refusing to replace it")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        cfg = checkpoint_config(learner)
+        _write(tmp / "config.json", json.dumps(_jsonable(cfg), indent=2).encode())
+        adapters = lora_state_dict(learner.backbone)
+        _write(tmp / "adapters.safetensors",
+               save_tensors(adapters, metadata={"format": "edge-pace-lora", "version": "1"}))
+        if learner.classifier is not None:
+            save_state(learner.classifier, tmp / "classifier.safetensors")
+        metrics = {"history": learner.history, "cka": learner.cka, "l_tune": learner.l_tune}
+        _write(tmp / "metrics.json", json.dumps(_jsonable(metrics), indent=2).encode())
+        if learner.backbone_spec["store_base"]:
+            _write(tmp / "backbone.safetensors", save_tensors(base_state_dict(learner.backbone)))
+        _fsync_dir(tmp)
+        if folder.exists():
+            old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(folder, old)
+            os.rename(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, folder)
+        _fsync_dir(folder.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def read_config(folder: str | Path) -> dict[str, Any]:
+    folder = Path(folder)
+    path = folder / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{folder}: no config.json, not an edge-pace checkpoint folder")
+    try:
+        cfg = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
+    if cfg.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not an edge-pace checkpoint (format {cfg.get('format')!r})")
+    if cfg.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {cfg.get('version')} is not supported "
+                              f"(this code reads version {CHECKPOINT_VERSION})")
+    return cfg
+
+
+def build_backbone(cfg: dict[str, Any], folder: str | Path) -> nn.Module:
+    """The base (LoRA-free) backbone a checkpoint was trained on, on CPU, in eval mode."""
+    spec, folder = cfg["backbone_spec"], Path(folder)
+    if not spec["store_base"]:
+        from edge_pace.backbones import get_backbone
+
+        weights = spec.get("weights")
+        if weights and Path(weights).is_file():
+            return get_backbone(spec["name"], pretrained=True, weights=weights)
+        if spec["name"] == "aisfx":  # the converted cache file moved: the registry finds (or fetches) it
+            return get_backbone("aisfx", pretrained=True)
+        raise CheckpointError(f"{folder}: backbone weights {weights!r} not found; the checkpoint needs them")
+    module_name, _, cls_name = spec["class"].rpartition(".")
+    if not module_name.startswith("edge_pace.backbones"):
+        raise CheckpointError(f"{folder}: backbone class {spec['class']!r} is not an edge_pace backbone; "
+                              "only edge_pace.backbones classes are rebuilt from checkpoints")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    kwargs = dict(spec.get("kwargs") or {})
+    if cls_name == "EATViT" and "config" in kwargs:
+        from edge_pace.backbones.eat_vit import EATConfig
+
+        kwargs["config"] = EATConfig(**kwargs["config"])
+    model = cls(**kwargs)
+    path = folder / "backbone.safetensors"
+    if not path.is_file():
+        raise CheckpointError(f"{folder}: backbone.safetensors is missing")
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(path)), strict=True)
+    return model.eval()
+
+
+def _load_adapters(model: nn.Module, folder: Path) -> list[int]:
+    from safetensors.torch import load_file
+
+    path = folder / "adapters.safetensors"
+    if not path.is_file():
+        raise CheckpointError(f"{folder}: adapters.safetensors is missing")
+    state = load_file(str(path))
+    return load_lora_state_dict(model, state) if state else []
+
+
+def load_checkpoint(folder: str | Path, device: str | None = None):
+    """A ``PaceLearner`` in the state ``save_checkpoint`` wrote; ``fit_session`` continues at the next session."""
+    from edge_pace.pace import PaceLearner
+
+    folder = Path(folder)
+    cfg = read_config(folder)
+    config = PaceConfig.from_dict(cfg["pace"])
+    model = build_backbone(cfg, folder)
+    _load_adapters(model, folder)
+    learner = PaceLearner(model, config, device=device)
+    learner.backbone_spec = dict(cfg["backbone_spec"])
+    freeze_backbone(learner.backbone)
+    proj = cfg["projection"]
+    if (proj["in_dim"], proj["dim"], proj["seed"]) != (learner.embed_dim, config.d_proj, config.proj_seed):
+        raise CheckpointError(f"{folder}: projection {proj} does not match the backbone/config")
+    if (folder / "classifier.safetensors").is_file():
+        learner.classifier = load_state(folder / "classifier.safetensors")
+    elif cfg["sessions_done"] > 0:
+        raise CheckpointError(f"{folder}: classifier.safetensors is missing")
+    learner.l_tune, learner.cka = cfg["l_tune"], cfg["cka"]
+    learner.sessions_done, learner.frozen = int(cfg["sessions_done"]), bool(cfg["frozen"])
+    learner.msa_samples_seen = int(cfg["msa_samples_seen"])
+    mpath = folder / "metrics.json"
+    learner.history = json.loads(mpath.read_text()).get("history", []) if mpath.is_file() else []
+    return learner
+
+
+def load_adapted_model(folder: str | Path) -> tuple[nn.Module, RandomProjection, AnalyticClassifier, dict[str, Any]]:
+    """(backbone with every LoRA merged into its weights, eval, CPU; the random projection; the
+    analytic classifier; the config.json dictionary) -- the inputs of the export step."""
+    folder = Path(folder)
+    cfg = read_config(folder)
+    model = build_backbone(cfg, folder)
+    _load_adapters(model, folder)
+    merged = merge_lora(model)
+    freeze_backbone(merged)
+    proj = cfg["projection"]
+    projection = RandomProjection(int(proj["in_dim"]), int(proj["dim"]), int(proj["seed"])).eval()
+    path = folder / "classifier.safetensors"
+    if not path.is_file():
+        raise CheckpointError(f"{folder}: classifier.safetensors is missing (no session learned yet?)")
+    return merged, projection, load_state(path), cfg
+
+
+__all__ = ["save_checkpoint", "load_checkpoint", "load_adapted_model", "read_config", "build_backbone",
+           "checkpoint_config", "CheckpointError"]

@@ -1,0 +1,164 @@
+"""PACE hyper-parameters: one documented dataclass, serialisable to and from a JSON dict.
+
+Every threshold and rate of the method is a named field. Where the paper (arXiv 2602.03355) gives a
+value, it is the default; where it leaves a choice open, the comment says what we chose and why.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+GAMMA_GRID: tuple[float, ...] = tuple(10.0**k for k in range(-8, 9))  # RanPAC's 1e-8 .. 1e8
+DEFAULT_LORA_TARGETS: tuple[str, ...] = ("conv1", "conv2", "qkv", "proj", "fc1", "fc2")
+MSA_PROJECTIONS = ("principal", "orthogonal")
+
+
+@dataclass
+class PaceConfig:
+    """All PACE settings. ``PaceConfig.from_dict(cfg.to_dict()) == cfg``.
+
+    Paper values: lr_head, lr_backbone, head_epochs, batch_size, rho_layer, rho_svd, n_stop, gamma grid.
+    """
+
+    # ---- first-session adaptation (FSA), paper values ------------------------------------------
+    lr_head: float = 0.01  # paper: linear head alone, backbone frozen
+    lr_backbone: float = 0.05  # paper: LoRA on layers >= L_tune, head frozen
+    head_epochs: int = 1  # paper: one epoch for the head stage
+    e0: int = 3  # FSA epochs. Paper: 10 ESC-50, 15 US8K, 1 SC2, 30 TIMIT, 6 VocalSet; 3 keeps CPU runs short
+    batch_size: int = 24  # paper
+    rho_layer: float = 0.94  # paper: L_tune = first layer whose probe-vs-pretrained CKA < rho_layer
+    # SGD with momentum: the paper's learning rates (0.05 / 0.01) are SGD-scale rates.
+    momentum: float = 0.9
+    # open: the paper's "linear head". "cosine" = linear on L2-normalised features with unit-norm weights
+    # (RanPAC's CosineLinear); a plain linear head on raw features (aisfx: norm ~24) diverged at these
+    # SGD rates in our runs, because its step size grows with the squared feature norm.
+    head: str = "cosine"
+    head_scale: float = 16.0  # fixed logit scale of the cosine head (NormFace / CosFace range)
+    weight_decay: float = 0.0  # open; LoRA is already low-capacity and B starts at zero
+
+    # ---- LoRA (open in the paper) ---------------------------------------------------------------
+    lora_rank: int = 8  # small rank: few-shot sessions, and merged weights make rank free at inference
+    lora_alpha: float = 16.0  # scale alpha / rank = 2, the common LoRA default ratio
+    # layer names inside each block that get LoRA: aisfx conv1/conv2; ViT attn.qkv/attn.proj/mlp.fc1/mlp.fc2
+    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
+
+    # ---- CKA probe --------------------------------------------------------------------------------
+    cka_max_samples: int = 512  # probe CKA uses at most this many session-0 clips (memory bound)
+    # the probe trains with CE only: it measures where representations move, margins are irrelevant there
+    probe_boundary_loss: bool = False
+
+    # ---- multi-session adaptation (MSA) ------------------------------------------------------------
+    use_msa: bool = True  # ablation switch ("no MSA": backbone frozen after session 0)
+    rho_svd: float = 0.99  # paper: energy kept by the input subspace P
+    n_stop: int = 220  # paper: backbone freezes for good once this many MSA training samples were seen
+    msa_epochs: int = 3  # open; same as the CPU default of e0
+    # open; 5x below lr_backbone: later sessions refine, and small steps limit the drift of old classes'
+    # classifier statistics (computed with the older backbone)
+    msa_lr: float = 0.01
+    # open: "principal" projects the new LoRA's input-side gradient onto span(P) (g <- g P P^T, as the
+    # design notes state); "orthogonal" onto its complement (g <- g (I - P P^T), GPM / null-space style)
+    msa_projection: str = "principal"
+
+    # ---- spectrogram boundary-aware perturbation -----------------------------------------------------
+    use_boundary_loss: bool = True  # ablation switch ("no L_reg")
+    n_perturb: int = 4  # N_p copies per sample: enough to estimate a misclassification fraction, 5x forward cost
+    r_time: float = 0.2  # r_T: one time mask of width up to r_T * frames (SpecAugment-style)
+    r_freq: float = 0.2  # r_F: one frequency mask of width up to r_F * bins
+    rho_p: float = 0.5  # boundary sample: more than half of its copies misclassified
+    delta: float = 0.5  # hinge margin, in squared distance of L2-normalised features (range 0..4)
+    lambda_reg: float = 0.1  # weight of L_reg next to cross-entropy; small, CE drives the adaptation
+    # L2-normalise features inside L_reg: makes delta scale-free across backbones
+    reg_normalise: bool = True
+    # push only from boundary samples of other classes: pushing from a same-class sample would split a class
+    push_other_classes: bool = True
+
+    # ---- analytic classifier ---------------------------------------------------------------------------
+    d_proj: int = 2048  # device default (2048^2 float64 = 32 MB); the paper's 8192 is 268 MB of float32
+    proj_seed: int = 0
+    gamma_grid: tuple[float, ...] = GAMMA_GRID  # RanPAC: 80/20 held-out search on session 0
+    gamma_val_fraction: float = 0.2
+    # open: ties for the best held-out accuracy are common when session 0 is small; "middle" takes the
+    # median tied gamma, "largest" keeps select_gamma's choice (see pace.break_gamma_tie)
+    gamma_tie_break: str = "middle"
+    gamma_fallback: float = 1.0  # used when session 0 has fewer than 2 clips in some class (no held-out split)
+    keep_features: bool = True  # the classifier keeps z per class, so the device can forget a class exactly
+
+    # ---- ablations ----------------------------------------------------------------------------------
+    naive_fsa: bool = False  # no probe, no staging: LoRA on all blocks, head + LoRA trained together
+
+    # ---- run ------------------------------------------------------------------------------------------
+    seed: int = 0
+    device: str = "auto"  # "auto" = cuda when available, else cpu
+    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
+    embed_batch: int = 64  # batch size for feature extraction (no gradients)
+    quiet: bool = False  # no progress bars
+
+    def __post_init__(self) -> None:
+        self.lora_targets = tuple(str(t) for t in self.lora_targets)
+        self.gamma_grid = tuple(float(g) for g in self.gamma_grid)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the field and the expected range."""
+        def need(ok: bool, name: str, expected: str) -> None:
+            if not ok:
+                raise ValueError(f"PaceConfig.{name} = {getattr(self, name)!r}: expected {expected}")
+
+        need(self.head in ("cosine", "linear"), "head", "'cosine' or 'linear'")
+        need(self.gamma_tie_break in ("middle", "largest"), "gamma_tie_break", "'middle' or 'largest'")
+        for name in ("lr_head", "lr_backbone", "msa_lr", "lora_alpha", "head_scale"):
+            v = getattr(self, name)
+            need(isinstance(v, (int, float)) and math.isfinite(v) and v > 0, name, "a positive number")
+        for name in ("head_epochs", "e0", "msa_epochs", "n_stop", "n_perturb"):
+            need(isinstance(getattr(self, name), int) and getattr(self, name) >= 0, name, "an integer >= 0")
+        for name in ("batch_size", "lora_rank", "d_proj", "cka_max_samples", "embed_batch"):
+            need(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, name, "an integer >= 1")
+        for name in ("rho_layer", "rho_svd"):
+            need(0.0 < getattr(self, name) <= 1.0, name, "a number in (0, 1]")
+        for name in ("rho_p", "momentum"):
+            need(0.0 <= getattr(self, name) < 1.0, name, "a number in [0, 1)")
+        for name in ("r_time", "r_freq"):
+            need(0.0 <= getattr(self, name) <= 1.0, name, "a number in [0, 1]")
+        need(0.0 < self.gamma_val_fraction < 1.0, "gamma_val_fraction", "a number in (0, 1)")
+        for name in ("delta", "lambda_reg", "weight_decay"):
+            need(getattr(self, name) >= 0, name, "a number >= 0")
+        need(len(self.gamma_grid) > 0 and all(g > 0 and math.isfinite(g) for g in self.gamma_grid), "gamma_grid",
+             "a non-empty list of positive numbers")
+        need(self.gamma_fallback > 0, "gamma_fallback", "a positive number")
+        need(len(self.lora_targets) > 0, "lora_targets", "at least one layer name")
+        need(self.msa_projection in MSA_PROJECTIONS, "msa_projection", f"one of {MSA_PROJECTIONS}")
+        need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
+             "'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+    # ---- serialisation ------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["lora_targets"] = list(self.lora_targets)
+        d["gamma_grid"] = list(self.gamma_grid)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PaceConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"PaceConfig: unknown field(s) {unknown}; known fields: {sorted(known)}")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "PaceConfig":
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes: Any) -> "PaceConfig":
+        d = self.to_dict()
+        d.update(changes)
+        return PaceConfig.from_dict(d)
+
+
+__all__ = ["PaceConfig", "GAMMA_GRID", "DEFAULT_LORA_TARGETS", "MSA_PROJECTIONS"]
