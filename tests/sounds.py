@@ -23,7 +23,7 @@ def sox_clip(path: Path, kind: str, f: float, seconds: float = 1.0, rate: int = 
     spec = SOX_CLASSES[kind].format(f=f, f2=f * 4).split()
     effects = spec[spec.index("tremolo"):] if "tremolo" in spec else []
     synth = spec[: spec.index("tremolo")] if effects else spec
-    subprocess.run(["sox", "-n", "-r", str(rate), "-b", "16", "-c", "1", str(path), "synth", str(seconds), *synth,
+    subprocess.run(["sox", "-R", "-n", "-r", str(rate), "-b", "16", "-c", "1", str(path), "synth", str(seconds), *synth,
                     *effects, "fade", "0.02", str(seconds), "0.02", "gain", "-n", "-3"], check=True, capture_output=True)
     return path
 

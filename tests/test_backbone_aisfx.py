@@ -58,7 +58,10 @@ def test_pretrained_weights_beat_random_weights_on_real_sounds():
     kinds = list(SOX_CLASSES)
     train, test = sox_set(kinds, 6, seed=0), sox_set(kinds, 6, seed=1)  # held-out pitches
     pre = _accuracy(get_backbone("aisfx"), train, test)
-    torch.manual_seed(0)
-    rand = _accuracy(get_backbone("aisfx", pretrained=False), train, test)
+    rand = []
+    for seed in range(3):  # the same network, three random initialisations
+        torch.manual_seed(seed)
+        rand.append(_accuracy(get_backbone("aisfx", pretrained=False), train, test))
+    # measured: pretrained 0.94, random 0.83 / 0.83 / 0.85 (8 classes, 48 held-out clips, chance 0.125)
     assert pre >= 0.85, pre
-    assert pre >= rand + 0.08, (pre, rand)
+    assert pre > max(rand) and pre - float(np.mean(rand)) >= 0.06, (pre, rand)
