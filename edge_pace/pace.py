@@ -317,7 +317,7 @@ class PaceLearner:
                         tot["reg"] += float(reg.detach()) * b
                         tot["boundary"] += int(bmask.sum())
                     if not torch.isfinite(loss):
-                        raise FloatingPointError(f"{description}: the training loss became {float(loss)}; "
+                        raise FloatingPointError(f"{description}: the training loss became {float(loss.detach())}; "
                                                  "lower the learning rate")
                     opt.zero_grad(set_to_none=True)
                     loss.backward()

@@ -1,0 +1,283 @@
+"""``edge-pace adapt`` (server-side PACE sessions -> checkpoint) and ``edge-pace bench`` (methods x
+benchmarks -> Markdown/JSON/PNG). torch is imported inside the commands only."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, NoReturn, Optional
+
+import typer
+
+
+def _fail(message: str) -> NoReturn:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _split_list(values: Optional[list[str]]) -> list[str]:
+    return [v.strip() for item in (values or []) for v in item.split(",") if v.strip()]
+
+
+def parse_overrides(items: Optional[list[str]]) -> dict[str, Any]:
+    """``["e0=2", "use_msa=false", "lora_targets=conv1,conv2"]`` -> typed PaceConfig changes.
+    Raises ValueError naming the field when a key is unknown or a value does not parse."""
+    from edge_pace.config import PaceConfig
+
+    types = {f.name: f.default for f in dataclasses.fields(PaceConfig)}
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        key, raw = key.strip().replace("-", "_"), raw.strip()
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        if key not in types:
+            raise ValueError(f"--set {key}: not a PaceConfig field; known: {', '.join(sorted(types))}")
+        default = types[key]
+        try:
+            if isinstance(default, bool):
+                if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError("expected true or false")
+                value: Any = raw.lower() in ("1", "true", "yes", "on")
+            elif isinstance(default, int):
+                value = int(raw)
+            elif isinstance(default, float):
+                value = float(raw)
+            elif isinstance(default, tuple):
+                value = tuple(v.strip() for v in raw.split(",") if v.strip())
+                if default and isinstance(default[0], float):
+                    value = tuple(float(v) for v in value)
+            else:
+                value = raw
+        except ValueError as exc:
+            raise ValueError(f"--set {key}={raw!r}: {exc} (expected a {type(default).__name__})") from exc
+        out[key] = value
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- adapt
+
+def _target_sessions(sessions: str, n_sessions: int) -> int:
+    """Number of sessions the checkpoint should hold after this run."""
+    if sessions == "server":
+        return 1
+    if sessions == "all":
+        return n_sessions
+    try:
+        n = int(sessions)
+    except ValueError:
+        _fail(f"--sessions must be 'server', 'all' or a number of sessions, got {sessions!r}")
+    if not 1 <= n <= n_sessions:
+        _fail(f"--sessions {n}: the protocol has {n_sessions} sessions (expected 1..{n_sessions})")
+    return n
+
+
+def adapt(
+    data: Path = typer.Option(..., "--data", help="Dataset root folder."),
+    kind: str = typer.Option("folder", "--kind", help="Dataset kind: esc50, us8k, sc2, timit2, timit3, vocalset, "
+                             "vocalset_technique, folder, synth or synth:<benchmark>."),
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint folder (written after every session; an "
+                             "existing one is continued)."),
+    backbone: str = typer.Option("aisfx", help="Backbone name (see `edge-pace backbones`)."),
+    weights: Optional[Path] = typer.Option(None, help="Backbone weights file (default: the registry's)."),
+    sessions: str = typer.Option("server", help="'server': session 0 only (FSA; later classes are learned on the "
+                                 "device, closed form); 'all': every session of the protocol (MSA while the "
+                                 "backbone adapts, then classifier-only); N: the first N sessions."),
+    e0: Optional[int] = typer.Option(None, help="FSA epochs (default: PaceConfig's, or the checkpoint's)."),
+    device: str = typer.Option("auto", help="auto (cuda when available), cpu or cuda."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the class order and of training (default 0, or the "
+                                       "checkpoint's)."),
+    duration: float = typer.Option(1.0, help="Clip length in seconds (centre-cropped or zero-padded)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="PaceConfig override KEY=VALUE (repeatable), "
+                                             "e.g. --set d_proj=1024 --set n_perturb=2."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Run the server-side PACE sessions on a dataset and write a resumable checkpoint folder.
+
+    The class-incremental protocol is the dataset kind's default (seeded class order). After every session the checkpoint (LoRA weights, projection seed, classifier state, config, metrics with the test accuracy on all classes seen so far) is written atomically, so a second run continues at the next session. The same seed gives the same checkpoint.
+    """  # noqa: E501  (typer keeps docstring line breaks: one line per paragraph)
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from edge_pace.checkpoint import CheckpointError, read_config
+    from edge_pace.config import PaceConfig
+    from edge_pace.data.loaders import DatasetError, load_dataset, read_clips
+    from edge_pace.data.protocol import make_sessions, protocol_for
+    from edge_pace.pace import PaceLearner
+
+    if threads:
+        torch.set_num_threads(threads)
+    console = Console(stderr=True)
+    try:
+        overrides = parse_overrides(set_)
+    except ValueError as exc:
+        _fail(str(exc))
+    if e0 is not None:
+        overrides["e0"] = e0
+    if seed is not None:
+        overrides["seed"] = seed
+    overrides["quiet"] = quiet
+    resume = out.exists()
+    if resume:
+        try:
+            ck = read_config(out)
+        except CheckpointError as exc:
+            _fail(f"{exc} (choose another --out, or remove the folder)")
+        config = PaceConfig.from_dict(ck["pace"])
+        run_keys = ("device", "quiet", "embed_batch", "amp")  # may change between runs
+        clash = {k: (getattr(config, k), v) for k, v in overrides.items()
+                 if k not in run_keys and getattr(config, k) != v}
+        if clash:
+            _fail(f"{out} was trained with different settings: " + ", ".join(
+                f"{k}={a!r} (asked {b!r})" for k, (a, b) in clash.items()) + "; use a new --out to change them")
+        if ck["backbone"] != backbone:
+            _fail(f"{out} was trained on backbone {ck['backbone']!r}, not {backbone!r}")
+    else:
+        try:
+            config = PaceConfig().replace(**overrides)
+        except ValueError as exc:
+            _fail(str(exc))
+    config = config.replace(device=device, quiet=quiet)
+    try:
+        clips = load_dataset(kind, data)
+        all_sessions = make_sessions(clips, **protocol_for(kind), seed=config.seed)
+    except (DatasetError, ValueError) as exc:
+        _fail(str(exc))
+    target = _target_sessions(sessions, len(all_sessions))
+    try:
+        if resume:
+            learner = PaceLearner.from_checkpoint(out, device=device)
+            learner.config = learner.config.replace(quiet=quiet, device=device)
+        else:
+            learner = PaceLearner(backbone, config, weights=str(weights) if weights else None, device=device)
+    except (CheckpointError, FileNotFoundError, RuntimeError, ValueError) as exc:
+        _fail(str(exc))
+    done = learner.sessions_done
+    # the classifier lists classes in order of first appearance in each session's training clips
+    expected = [c for s in all_sessions[:done] for c in dict.fromkeys(clip.label for clip in s.train)]
+    if done and learner.classes != expected:
+        _fail(f"{out} holds classes {learner.classes[:6]}... but sessions 0..{done - 1} of {kind} at {data} "
+              f"(seed {config.seed}) have {expected[:6]}...: a different dataset or protocol")
+    if done >= target:
+        console.print(f"{out}: {done} session(s) already learned (asked for {target}); nothing to do")
+        return
+    console.print(f"{kind} at {data}: {len(all_sessions)} sessions {[len(s.classes) for s in all_sessions]}; "
+                  f"learning sessions {done}..{target - 1} on {learner.device}"
+                  + (f" (continuing {out})" if resume else ""))
+    for s in all_sessions[done:target]:
+        t0 = time.perf_counter()
+        train, kept = read_clips(s.train, learner.sample_rate, duration=duration, strict=True)
+        m = learner.fit_session(s.index, train, [c.label for c in kept])
+        test, tkept = read_clips(s.test, learner.sample_rate, duration=duration, strict=True)
+        acc = float("nan")
+        if len(tkept):
+            pred = learner.predict(test)
+            acc = sum(p == c.label for p, c in zip(pred, tkept)) / len(tkept)
+        entry = learner.history[-1]
+        entry.update(test_accuracy=acc, n_test=len(tkept), seen_classes=len(s.seen),
+                     wall_seconds=time.perf_counter() - t0)
+        accs = [h.get("test_accuracy") for h in learner.history]
+        if all(isinstance(a, float) for a in accs):
+            entry["average_incremental_accuracy"] = sum(accs) / len(accs)
+        learner.save(out)
+        console.print(f"session {s.index}: +{len(s.classes)} classes ({len(s.seen)} seen), {len(kept)} train clips, "
+                      f"test accuracy {100 * acc:.2f} % on {len(tkept)} clips, "
+                      f"{'adapted' if m.get('adapted') else 'classifier only'}, {entry['wall_seconds']:.1f} s "
+                      f"-> {out}")
+    table = Table(title=f"edge-pace adapt -> {out}")
+    for col in ("session", "classes seen", "train", "test acc. (%)", "adapted", "seconds"):
+        table.add_column(col)
+    for h in learner.history:
+        a = h.get("test_accuracy")
+        table.add_row(str(h.get("session")), str(h.get("seen_classes", "")), str(h.get("n_train", "")),
+                      "" if a is None else f"{100 * a:.2f}", str(h.get("adapted", "")),
+                      f"{h.get('wall_seconds', h.get('seconds', 0.0)):.1f}")
+    Console().print(table)
+
+
+# ----------------------------------------------------------------------------------------------- bench
+
+def bench(
+    data: Path = typer.Option(..., "--data", help="Folder made by `edge-pace data synth` (benchmarks are its "
+                              "subfolders; missing ones are rendered there), or a dataset root with --kind."),
+    methods: Optional[list[str]] = typer.Option(None, "--methods", "-m", help="Comma-separated methods (default: "
+                                                "all): finetune, simplecil, acil, ranpac, joint, pace, "
+                                                "pace-no-msa, pace-no-lreg, pace-naive-fsa."),
+    benchmarks: Optional[list[str]] = typer.Option(None, "--benchmarks", "-b", help="Comma-separated synthetic "
+                                                   "benchmarks (default: environment, keywords, speakers, "
+                                                   "instruments)."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="Run one real dataset of this kind (esc50, us8k, sc2, "
+                                       "timit2, timit3, vocalset, folder, ...) at --data instead of synthetic ones."),
+    scale: float = typer.Option(1.0, help="Scale for rendering missing synthetic benchmarks (clips per class x S)."),
+    e0: Optional[int] = typer.Option(None, help="FSA epochs (default: PaceConfig's)."),
+    train_per_class: Optional[int] = typer.Option(None, help="Use at most N training clips per class (seeded)."),
+    test_per_class: Optional[int] = typer.Option(None, help="Use at most N test clips per class (seeded)."),
+    out: Path = typer.Option(Path("out/bench"), "--out", "-o", help="Output folder (results.md, results.json, "
+                             "curves_<benchmark>.png)."),
+    cache: Optional[Path] = typer.Option(None, help="Embedding cache folder (default: <out>/../cache)."),
+    backbone: str = typer.Option("aisfx", help="Backbone name."),
+    weights: Optional[Path] = typer.Option(None, help="Backbone weights file (default: the registry's)."),
+    device: str = typer.Option("auto", help="auto (cuda when available), cpu or cuda."),
+    seed: int = typer.Option(0, help="Seed: class order, subsampling and training."),
+    duration: float = typer.Option(1.0, help="Clip length in seconds."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="PaceConfig override KEY=VALUE (repeatable)."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's)."),
+    resume: bool = typer.Option(False, "--resume", help="Keep runs in <out>/results.json whose settings match."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Run methods x benchmarks on the class-incremental protocol.
+
+    Writes a Markdown table (average incremental accuracy, last accuracy, forgetting, wall time, device), JSON results and per-session accuracy curves (one PNG per benchmark) to --out, rewritten after every run.
+    """  # noqa: E501  (typer keeps docstring line breaks: one line per paragraph)
+    import torch
+    from rich.console import Console
+
+    from edge_pace.baselines import METHODS
+    from edge_pace.bench import SYNTH_BENCHMARKS, BenchSpec, run_bench, synth_benchmarks
+    from edge_pace.config import PaceConfig
+    from edge_pace.data.loaders import DatasetError
+
+    if threads:
+        torch.set_num_threads(threads)
+    console = Console(stderr=True)
+    names = _split_list(methods) or list(METHODS)
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        _fail(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    try:
+        overrides = parse_overrides(set_)
+        if e0 is not None:
+            overrides["e0"] = e0
+        config = PaceConfig().replace(**{**overrides, "seed": seed, "device": device, "quiet": quiet})
+    except ValueError as exc:
+        _fail(str(exc))
+    if not data.is_dir() and kind is not None:
+        _fail(f"--data {data} is not a folder")
+    try:
+        if kind is not None:
+            if benchmarks:
+                _fail("--benchmarks selects synthetic benchmarks; with --kind the dataset at --data is the benchmark")
+            specs = [(kind.replace(":", "-"), kind, str(data))]
+        else:
+            specs = synth_benchmarks(data, _split_list(benchmarks) or list(SYNTH_BENCHMARKS), scale, seed,
+                                     log=console.print)
+        spec = BenchSpec(methods=names, benchmarks=specs, config=config, out=out, backbone=backbone,
+                         weights=str(weights) if weights else None, device=device, duration=duration, seed=seed,
+                         train_per_class=train_per_class, test_per_class=test_per_class,
+                         cache_dir=cache if cache is not None else out.absolute().parent / "cache", resume=resume)
+        t0 = time.perf_counter()
+        run_bench(spec, log=console.print, quiet=quiet)
+    except (DatasetError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    console.print(f"bench finished in {time.perf_counter() - t0:.1f} s: {out / 'results.md'}, "
+                  f"{out / 'results.json'}, {out}/curves_*.png")
+    typer.echo((out / "results.md").read_text())
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``adapt`` and ``bench`` to the edge-pace CLI."""
+    app.command("adapt")(adapt)
+    app.command("bench")(bench)
