@@ -4,6 +4,11 @@ They use only the runtime (numpy + onnxruntime): nothing here imports torch, so 
 install without the training extras (tests/test_runtime_no_torch.py checks it). Learned state is saved
 into the bundle (``state.safetensors``; beside a zip bundle) atomically; a lock file serialises
 concurrent CLI invocations on the same bundle so that no update is lost.
+
+Errors: every expected failure (bad bundle, corrupt state, unreadable/bad audio, bad label, non-finite
+numbers, a state file that cannot be written) ends with ``error: <message>`` on stderr and exit code 2
+(``predict``: exit code 1 when some files could not be classified; the others are still reported), never a
+traceback; nothing is saved after an error.
 """
 
 from __future__ import annotations
@@ -31,7 +36,11 @@ def _bundle_lock(state_path: Path) -> Iterator[None]:
         yield
         return
     lock = state_path.with_name(state_path.name + ".lock")
-    with open(lock, "a+") as f:
+    try:
+        f = open(lock, "a+")
+    except OSError as exc:
+        _fail(f"cannot open the lock file {lock}: {exc} (is the bundle folder writable?)")
+    with f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
             yield
@@ -46,7 +55,7 @@ def _load(bundle: Path, int8: bool, threads: int, **settings):
 
     try:
         return Learner.load(bundle, int8=int8, threads=threads, **settings)
-    except (BundleError, StateError, ValueError) as exc:
+    except (BundleError, StateError, ValueError, OSError) as exc:
         _fail(str(exc))
 
 
@@ -57,6 +66,14 @@ def _state_path(bundle: Path) -> Path:
         return open_bundle(bundle, verify=False).state_path()
     except BundleError as exc:
         _fail(str(exc))
+    raise AssertionError  # unreachable
+
+
+def _save(learner) -> Path:
+    try:
+        return learner.save()
+    except OSError as exc:
+        _fail(f"cannot write the learned state to {learner.state_path}: {exc} (the previous state file is unchanged)")
     raise AssertionError  # unreachable
 
 
@@ -82,9 +99,9 @@ def learn_cmd(
             task = progress.add_task(f"embedding {len(files)} file(s)", total=len(files))
             try:
                 learner.learn_many([str(f) for f in files], label, progress=lambda i: progress.advance(task))
-            except (AudioError, ValueError, TypeError) as exc:
+            except (AudioError, ValueError, TypeError, FloatingPointError) as exc:
                 _fail(f"{exc} (nothing was learned)")
-        path = learner.save()
+        path = _save(learner)
     counts = learner.counts
     typer.echo(f"learned {label!r} from {len(files)} file(s); {counts[label]} example window(s) in total for it; "
                f"{len(counts)} class(es): {', '.join(counts)}; state saved to {path}")
@@ -114,7 +131,7 @@ def predict_cmd(
     for f in files:
         try:
             rows.append((f, learner.predict_proba(str(f))))
-        except (AudioError, NotFittedError) as exc:
+        except (AudioError, NotFittedError, FloatingPointError) as exc:
             rows.append((f, exc))
             failed = True
     if as_json:
@@ -153,7 +170,7 @@ def forget_cmd(
             _fail(str(exc.args[0]) if exc.args else str(exc))
         except (ValueError, FloatingPointError) as exc:
             _fail(str(exc))
-        path = learner.save()
+        path = _save(learner)
     typer.echo(f"forgot {label!r}; {len(learner.classes)} class(es) left: {', '.join(learner.classes) or '-'}; "
                f"state saved to {path}")
 

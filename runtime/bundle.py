@@ -8,19 +8,27 @@
 
 What the device learns later goes to ``state.safetensors`` beside these files (self-checksummed, tied to
 the embedder's sha256): the exported files and their manifest are never rewritten on the device.
-Loading checks the format, the version and every checksum, and says which file is wrong.
+Loading checks the format, the version, the manifest's fields (types, ranges, plain file names: a name
+like ``../x`` is refused) and every file's size and checksum, and says which file is wrong. Nothing in a
+bundle is unpickled or executed: ONNX is protobuf, the classifier safetensors, the manifest JSON.
+Zip bundles: only the files the manifest lists are read, and only when their size in the archive matches
+the manifest (a zip bomb or a swapped member is refused before it is decompressed).
+Writing (``write_bundle``) is atomic, also against a kill at any moment (runtime/atomic.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from edge_pace.runtime.atomic import atomic_replace_dir, fsync_dir, recover_dir, remove_stale, temp_dir, temp_file
 
 BUNDLE_FORMAT = "edge-pace-bundle"
 BUNDLE_VERSION = 1
@@ -31,6 +39,7 @@ CLASSIFIER = "classifier.safetensors"
 STATE = "state.safetensors"
 REQUIRED_KEYS = ("format", "format_version", "sample_rate", "window_seconds", "hop_seconds", "feature_dim",
                  "labels", "files", "min_samples")
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")  # no folders, no leading dot
 
 
 class BundleError(ValueError):
@@ -84,26 +93,55 @@ def _parse_manifest(raw: bytes, where: str) -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
         raise BundleError(f"{where}: {MANIFEST} lacks required keys {missing}")
+    problems = manifest_problems(manifest)
+    if problems:
+        raise BundleError(f"{where}: {MANIFEST} is inconsistent: " + "; ".join(problems))
     return manifest
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def manifest_problems(m: dict) -> list[str]:
+    """What is wrong with a manifest's fields (types, ranges, file entries); empty when nothing is."""
+    out = []
+    if not (_is_int(m["sample_rate"]) and 1000 <= m["sample_rate"] <= 1_000_000):
+        out.append(f"sample_rate must be an integer from 1000 to 1000000 Hz, got {m['sample_rate']!r}")
+    for k in ("window_seconds", "hop_seconds"):
+        v = m[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and 0 < v <= 3600):
+            out.append(f"{k} must be a number of seconds in (0, 3600], got {v!r}")
+    for k in ("feature_dim", "min_samples"):
+        if not (_is_int(m[k]) and 0 < m[k] <= 1 << 24):
+            out.append(f"{k} must be a positive integer, got {m[k]!r}")
+    if not (isinstance(m["labels"], list) and all(isinstance(x, str) for x in m["labels"])):
+        out.append("labels must be a list of strings")
+    files = m["files"]
+    if not isinstance(files, dict):
+        return out + [f"files must map file names to {{sha256, bytes}}, got {type(files).__name__}"]
+    for name, info in files.items():
+        if not _PLAIN_NAME.match(name) or name == MANIFEST:
+            out.append(f"file name {name!r} is not a plain file name of the bundle")
+        elif not (isinstance(info, dict) and isinstance(info.get("sha256"), str)
+                  and re.fullmatch(r"[0-9a-f]{64}", info["sha256"]) and _is_int(info.get("bytes"))
+                  and info["bytes"] >= 0):
+            out.append(f"files[{name!r}] must be {{\"sha256\": 64 hex digits, \"bytes\": size}}, got {info!r}")
+    return out
 
 
 def open_bundle(path: str | Path, verify: bool = True) -> Bundle:
     """Open a bundle folder or zip; with ``verify`` every listed file's size and sha256 is checked."""
     path = Path(path)
+    if not path.exists():
+        recover_dir(path)  # a folder replacement killed between its two renames (systems without renameat2)
     if path.is_dir():
         mpath = path / MANIFEST
         if not mpath.is_file():
             raise BundleError(f"{path}: no {MANIFEST}: not a bundle folder (or a half-written one)")
         bundle = Bundle(path, _parse_manifest(mpath.read_bytes(), str(path)))
     elif path.is_file():
-        try:
-            with zipfile.ZipFile(path) as zf:
-                files = {n: zf.read(n) for n in zf.namelist()}
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise BundleError(f"{path}: not a bundle folder nor a readable zip archive ({exc})") from exc
-        if MANIFEST not in files:
-            raise BundleError(f"{path}: archive has no {MANIFEST}")
-        bundle = Bundle(path, _parse_manifest(files[MANIFEST], str(path)), files)
+        bundle = _open_zip(path)
     else:
         raise BundleError(f"{path}: bundle not found")
     if verify:
@@ -113,26 +151,57 @@ def open_bundle(path: str | Path, verify: bool = True) -> Bundle:
     return bundle
 
 
+def _open_zip(path: Path) -> Bundle:
+    """A zip bundle: the manifest, then only the files it lists, each only if its size matches."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = {i.filename: i for i in zf.infolist()}
+            if MANIFEST not in infos:
+                raise BundleError(f"{path}: archive has no {MANIFEST}")
+            if infos[MANIFEST].file_size > 16 << 20:
+                raise BundleError(f"{path}: {MANIFEST} in the archive is {infos[MANIFEST].file_size} bytes; not a manifest")
+            manifest = _parse_manifest(zf.read(MANIFEST), str(path))
+            files = {MANIFEST: zf.read(MANIFEST)}
+            for name, info in manifest["files"].items():
+                if name in infos:
+                    if infos[name].file_size != info["bytes"]:
+                        raise BundleError(f"{path}: {name} is {infos[name].file_size} bytes in the archive but the "
+                                          f"manifest says {info['bytes']} bytes")
+                    files[name] = zf.read(name)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        if isinstance(exc, BundleError):
+            raise
+        raise BundleError(f"{path}: not a bundle folder nor a readable zip archive ({exc})") from exc
+    return Bundle(path, manifest, files)
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def verify_bundle(bundle: Bundle) -> list[str]:
-    """Problems found (empty when every file is present with the recorded size and sha256)."""
+    """Problems found (empty when every file is present with the recorded size and sha256). Folder files are
+    hashed in 1 MB blocks (memory stays small)."""
     problems = []
     for name, info in bundle.manifest["files"].items():
         if not bundle.has(name):
             problems.append(f"{name} is missing")
             continue
-        data = bundle.read(name)
-        if len(data) != info.get("bytes") or sha256_bytes(data) != info.get("sha256"):
-            problems.append(f"{name} fails its checksum (sha256 {sha256_bytes(data)[:12]}…, "
-                            f"{len(data)} bytes; manifest says {str(info.get('sha256'))[:12]}…, {info.get('bytes')} bytes)")
+        if bundle.is_zip:
+            data = bundle.read(name)
+            size, digest = len(data), sha256_bytes(data)
+        else:
+            p = bundle.path / name
+            size = p.stat().st_size
+            digest = _file_digest(p) if size == info.get("bytes") else "(not hashed)"
+        if size != info.get("bytes") or digest != info.get("sha256"):
+            problems.append(f"{name} fails its checksum (sha256 {digest[:12]}…, {size} bytes; manifest says "
+                            f"{str(info.get('sha256'))[:12]}…, {info.get('bytes')} bytes)")
     return problems
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_bundle(out: str | Path, files: dict[str, bytes], manifest: dict, single_file: bool = False) -> Path:
@@ -140,6 +209,11 @@ def write_bundle(out: str | Path, files: dict[str, bytes], manifest: dict, singl
     sibling first and is renamed into place only when complete, so a failure midway leaves the previous
     bundle (or nothing) at ``out``, never a half-written one."""
     out = Path(out)
+    for name in files:
+        if not _PLAIN_NAME.match(name) or name == MANIFEST:
+            raise BundleError(f"{name!r} is not a plain file name for a bundle file")
+    if not out.exists():
+        recover_dir(out)
     if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
         raise BundleError(f"{out}: exists and is not a bundle; refusing to replace it (choose another path)")
     if out.is_file() and not single_file:
@@ -148,8 +222,9 @@ def write_bundle(out: str | Path, files: dict[str, bytes], manifest: dict, singl
     manifest = dict(manifest, format=BUNDLE_FORMAT, format_version=BUNDLE_VERSION,
                     files={n: {"sha256": sha256_bytes(d), "bytes": len(d)} for n, d in files.items()})
     mbytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    remove_stale(out)
     if single_file:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        fd, tmp = temp_file(out)
         try:
             with os.fdopen(fd, "wb") as f:
                 with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
@@ -161,26 +236,17 @@ def write_bundle(out: str | Path, files: dict[str, bytes], manifest: dict, singl
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
         return out
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = temp_dir(out)
     try:
-        for name, data in {**files, MANIFEST: mbytes}.items():
+        for name, data in {**files, MANIFEST: mbytes}.items():  # the manifest last
             with open(tmp / name, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-        _fsync_dir(tmp)
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(out, old)
-        os.replace(tmp, out)
-        _fsync_dir(out.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        fsync_dir(tmp)
+        atomic_replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

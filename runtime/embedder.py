@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,10 @@ CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 DEFAULT_THREADS = 1  # one core: the small-device default
 MAX_BATCH = 16  # windows per ONNX Runtime call (bounds activation memory)
+
+
+class EmbedderError(ValueError):
+    """An ONNX model that ONNX Runtime cannot load, or whose inputs/outputs are not [batch, samples] -> [batch, D]."""
 
 
 def default_providers() -> list[str]:
@@ -86,13 +91,13 @@ class OnnxEmbedder:
         try:
             self.session = ort.InferenceSession(data, opts, providers=requested)
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise ValueError(f"{name}: ONNX Runtime cannot load the model ({exc})") from exc
+            raise EmbedderError(f"{name}: ONNX Runtime cannot load the model ({exc})") from exc
         self.providers = self.session.get_providers()
         if CUDA in requested and CUDA not in self.providers:
             log.warning("CUDAExecutionProvider was requested but could not be initialised; falling back to %s", CPU)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 2 or len(outputs) < 1 or len(outputs[0].shape) != 2:
-            raise ValueError(f"{name}: expected one input [batch, samples] and an output [batch, D]; got inputs "
+            raise EmbedderError(f"{name}: expected one input [batch, samples] and an output [batch, D]; got inputs "
                              f"{[(i.name, i.shape) for i in inputs]}, outputs {[(o.name, o.shape) for o in outputs]}")
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
         dim = outputs[0].shape[1]
@@ -132,8 +137,17 @@ def release_free_memory() -> None:
         pass
 
 
-def frame(audio: np.ndarray, window: int, hop: int, min_samples: int, sample_rate: int) -> np.ndarray:
-    """Cut mono float32 audio at the bundle's rate into windows [n, window] (rule in the module docstring)."""
+def window_starts(n: int, window: int, hop: int) -> np.ndarray:
+    """Start sample of every window of a clip of n > window samples (hop grid plus an end-aligned tail)."""
+    starts = np.arange(0, n - window + 1, hop)
+    if starts[-1] + window < n:
+        starts = np.append(starts, n - window)
+    return starts
+
+
+def frames(audio: np.ndarray, window: int, hop: int, min_samples: int, sample_rate: int,
+           batch: int = MAX_BATCH) -> Iterator[np.ndarray]:
+    """The windows of ``frame`` in batches of at most ``batch`` rows (memory bounded by the batch, not the clip)."""
     n = len(audio)
     if n < min_samples:
         raise AudioError(f"audio too short: {n} samples ({n / sample_rate:.3f} s at {sample_rate} Hz); the embedder "
@@ -142,12 +156,17 @@ def frame(audio: np.ndarray, window: int, hop: int, min_samples: int, sample_rat
         out = np.zeros((1, window), np.float32)
         s = (window - n) // 2
         out[0, s : s + n] = audio
-        return out
-    starts = list(range(0, n - window + 1, hop))
-    if starts[-1] + window < n:
-        starts.append(n - window)
+        yield out
+        return
+    starts = window_starts(n, window, hop)
     view = np.lib.stride_tricks.sliding_window_view(audio, window)
-    return np.ascontiguousarray(view[starts], dtype=np.float32)
+    for i in range(0, len(starts), batch):
+        yield np.ascontiguousarray(view[starts[i : i + batch]], dtype=np.float32)
+
+
+def frame(audio: np.ndarray, window: int, hop: int, min_samples: int, sample_rate: int) -> np.ndarray:
+    """Cut mono float32 audio at the bundle's rate into windows [n, window] (rule in the module docstring)."""
+    return np.concatenate(list(frames(audio, window, hop, min_samples, sample_rate, batch=1 << 30)))
 
 
 def level_dbfs(windows: np.ndarray) -> np.ndarray:

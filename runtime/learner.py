@@ -9,10 +9,13 @@
     lrn.forget("knock"); lrn.save()                    # exact forgetting; atomic, checksummed state
     events = lrn.stream(sample_rate=16000).feed(chunk)   # see runtime/stream.py
 
-Audio input (as Silero VAD, explicit rather than surprising): arrays need ``sample_rate`` (any rate is
+Audio input (as Silero VAD, explicit rather than surprising): arrays need ``sample_rate`` (1 kHz to 1 MHz,
 resampled to the bundle's with soxr HQ); int16/int32 PCM and float64/float16 are converted to float32;
-2-D input is averaged over channels (runtime/audio.py); NaN/Inf, empty, 3-D+, non-numeric input and clips
-shorter than the embedder's minimum (0.16 s for aisfx) raise ``AudioError`` naming what was expected.
+2-D input is averaged over channels (runtime/audio.py); NaN/Inf, empty, 3-D+, non-numeric input, clips
+shorter than the embedder's minimum (0.16 s for aisfx) and clips longer than ``max_clip_seconds`` (default
+600 s, checked before any conversion or decoding, so hours of input cost nothing; ``stream`` takes
+recordings of any length) raise ``AudioError`` naming what was expected. Long clips are framed and embedded
+in batches of 16 windows, so memory beyond the decoded clip stays bounded.
 Framing into windows (short clips zero-padded to one window, long clips cut with the bundle's hop) is
 documented in runtime/embedder.py. Windows below the level gate (``gate_dbfs``, default -50 dBFS RMS) are
 not learned from and not classified: the embedder peak-normalises each window, which would lift silence
@@ -24,8 +27,15 @@ atomically, versioned and checksummed (runtime/state.py), and tied to the embedd
 features (embedder file sha256 and feature dimension): a state from another embedder (e.g. learned with
 int8 and loaded with fp32) or a corrupt one is refused as a whole, never half-loaded.
 
+Groups: the windows of one clip (``learn``), or of each clip of ``learn_many`` (clips may share a group,
+e.g. several windows cut from one recorded shot), are remembered as one group, so the unknown rule's
+calibration holds a whole clip out at a time (runtime/unknown.py).
+
 Every error leaves the learned state unchanged: audio is validated and embedded before the classifier
 is touched, and the classifier update itself computes new arrays and swaps them in (AnalyticClassifier).
+
+Numerical drift: every DRIFT_CHECK_ROWS learned windows the learner estimates the recursive classifier's
+rounding drift and refits exactly from the stored features if it exceeds DRIFT_TOLERANCE (runtime/analytic.py).
 
 Threads: one ``RLock`` serialises state changes (learn, forget, save, refit). Predictions read an
 immutable snapshot (W, R, classes, stored features, version) published after each change, so they never
@@ -36,6 +46,7 @@ Numerical work of the classifier uses numpy's BLAS, whose threads are set by the
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -45,14 +56,18 @@ from pathlib import Path
 import numpy as np
 
 from edge_pace.runtime import bundle as B
-from edge_pace.runtime.analytic import AnalyticClassifier, loo_scores
-from edge_pace.runtime.audio import AudioError, load_audio, prepare, resample
-from edge_pace.runtime.embedder import DEFAULT_THREADS, OnnxEmbedder, frame, level_dbfs, release_free_memory
+from edge_pace.runtime.analytic import DRIFT_TOLERANCE, AnalyticClassifier, loo_scores
+from edge_pace.runtime.audio import AudioError, check_duration, check_rate, load_audio, n_samples, prepare, resample
+from edge_pace.runtime.embedder import (DEFAULT_THREADS, MAX_BATCH, EmbedderError, OnnxEmbedder, frame, frames,
+                                        level_dbfs, release_free_memory)
 from edge_pace.runtime.state import StateError, atomic_write_bytes, read_state, state_to_bytes
 from edge_pace.runtime.unknown import (DEFAULT_QUANTILE, DEFAULT_TEMPERATURE, UNKNOWN, Scores, pooled_loo, softmax,
                                        threshold_from_loo)
 
+log = logging.getLogger("edge_pace.runtime")
 DEFAULT_GATE_DBFS = -50.0
+DEFAULT_MAX_CLIP_SECONDS = 600.0
+DRIFT_CHECK_ROWS = 4096  # learned rows between two drift() checks (each O(n D + D^2))
 STATE_RUNTIME = "edge-pace-runtime"
 
 
@@ -70,6 +85,7 @@ class _View:
     R: np.ndarray  # R_base; the state's R is R_base - P^T P (AnalyticClassifier.factors)
     P: np.ndarray
     features: dict[str, tuple[np.ndarray, ...]]
+    groups: dict[str, tuple[np.ndarray, ...]]
     _loo: np.ndarray | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -78,18 +94,16 @@ class _View:
         if self._loo is None:
             with self._lock:
                 if self._loo is None:
-                    self._loo = pooled_loo(loo_scores(self.R, self.W, list(self.classes), self.features, self.P))
+                    self._loo = pooled_loo(loo_scores(self.R, self.W, list(self.classes), self.features, self.P,
+                                                      self.groups), groups=self.groups)
         return self._loo
 
 
-def _check_rate(sample_rate, name: str) -> int:
-    ok = isinstance(sample_rate, (int, np.integer)) or (isinstance(sample_rate, float) and sample_rate.is_integer())
-    if isinstance(sample_rate, bool) or not ok or sample_rate <= 0:
-        raise AudioError(f"{name}: sample_rate must be a positive integer in Hz, got {sample_rate!r}")
-    return int(sample_rate)
+_check_rate = check_rate  # older name
 
 
-def _check_label(label) -> str:
+def check_label(label) -> str:
+    """A class label as given, or TypeError/ValueError: a non-empty str that is not "unknown" (any case)."""
     if not isinstance(label, str):
         raise TypeError(f"label must be a str, got {type(label).__name__}")
     if not label.strip():
@@ -99,13 +113,17 @@ def _check_label(label) -> str:
     return label
 
 
+_check_label = check_label  # older name
+
+
 class Learner:
     """A bundle's embedder and analytic classifier on the device. Build it with ``Learner.load``."""
 
     def __init__(self, embedder: OnnxEmbedder, classifier: AnalyticClassifier, manifest: dict, state_path: Path, *,
                  bundle_path: Path | None = None, state_origin: str = "", unknown: bool = True,
                  unknown_quantile: float = DEFAULT_QUANTILE, unknown_threshold: float | None = None,
-                 temperature: float = DEFAULT_TEMPERATURE, gate_dbfs: float | None = DEFAULT_GATE_DBFS) -> None:
+                 temperature: float = DEFAULT_TEMPERATURE, gate_dbfs: float | None = DEFAULT_GATE_DBFS,
+                 max_clip_seconds: float | None = DEFAULT_MAX_CLIP_SECONDS) -> None:
         self.embedder = embedder
         self.manifest = manifest
         self.bundle_path = bundle_path
@@ -124,9 +142,13 @@ class Learner:
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.unknown, self.unknown_quantile, self.unknown_threshold = bool(unknown), float(unknown_quantile), unknown_threshold
-        self.temperature, self.gate_dbfs = float(temperature), gate_dbfs
+        if max_clip_seconds is not None and not max_clip_seconds > 0:
+            raise ValueError(f"max_clip_seconds must be > 0 seconds or None, got {max_clip_seconds!r}")
+        self.temperature, self.gate_dbfs, self.max_clip_seconds = float(temperature), gate_dbfs, max_clip_seconds
         self._clf = classifier
         self._lock = threading.RLock()
+        self._unchecked_rows = 0
+        self.refits = 0  # automatic refits made by the drift guard
         self._version = 0
         self._publish()
 
@@ -140,7 +162,7 @@ class Learner:
         device); ``providers`` default to CUDA+CPU when onnxruntime offers CUDA, else CPU. ``state``: None =
         the bundle's learned state if present, else its exported classifier; a path = that state file
         (must exist); False = ignore learned state. ``settings``: unknown, unknown_quantile,
-        unknown_threshold, temperature, gate_dbfs (see the module docstrings).
+        unknown_threshold, temperature, gate_dbfs, max_clip_seconds (see the module docstrings).
         """
         bundle = B.open_bundle(bundle_path, verify=True)
         m = bundle.manifest
@@ -150,8 +172,11 @@ class Learner:
                                 + (" (export it with --int8)" if int8 else ""))
         # folder bundles: ONNX Runtime reads the just-verified file itself (less memory than from bytes)
         model = bundle.read(name) if bundle.is_zip else bundle.path / name
-        embedder = OnnxEmbedder(model, threads=threads, providers=providers, name=name,
-                                sha256=m["files"][name]["sha256"])
+        try:
+            embedder = OnnxEmbedder(model, threads=threads, providers=providers, name=name,
+                                    sha256=m["files"][name]["sha256"])
+        except EmbedderError as exc:
+            raise B.BundleError(f"{bundle.path}: {exc}") from exc
         del model
         dim = int(m["feature_dim"])
         if embedder.dim is not None and embedder.dim != dim:
@@ -187,7 +212,8 @@ class Learner:
         self._version += 1
         R, P = clf.factors()  # no folding here: publishing stays O(classes)
         self._view = _View(self._version, tuple(clf.classes), clf.W, R, P,
-                           {c: tuple(v) for c, v in clf.features.items()})
+                           {c: tuple(v) for c, v in clf.features.items()},
+                           {c: tuple(v) for c, v in clf.groups.items()})
 
     @property
     def classes(self) -> list[str]:
@@ -217,14 +243,19 @@ class Learner:
     def _audio(self, audio, sample_rate, name: str) -> np.ndarray:
         """Decode/validate/convert/resample to float32 mono at the bundle's rate."""
         if isinstance(audio, (str, os.PathLike)):
-            a, rate = load_audio(audio)
-            if sample_rate is not None and _check_rate(sample_rate, name) != rate:
+            a, rate = load_audio(audio, max_seconds=self.max_clip_seconds)
+            if sample_rate is not None and check_rate(sample_rate, name) != rate:
                 raise AudioError(f"{audio}: file is {rate} Hz but sample_rate={sample_rate} was given; omit it for files")
             return resample(a, rate, self.sample_rate)
         if sample_rate is None:
             raise AudioError(f"{name}: sample_rate is required for sample arrays (the bundle runs at "
                              f"{self.sample_rate} Hz; other rates are resampled with soxr)")
-        rate = _check_rate(sample_rate, name)
+        rate = check_rate(sample_rate, name)
+        try:
+            n = n_samples(audio)
+        except (ValueError, TypeError) as exc:  # ragged nested sequences
+            raise AudioError(f"{name}: expected an array of samples ({exc})") from exc
+        check_duration(n, rate, self.max_clip_seconds, name)
         return prepare(audio, rate, self.sample_rate, name)
 
     def windows(self, audio, sample_rate: int | None = None, name: str = "audio") -> tuple[np.ndarray, np.ndarray]:
@@ -235,36 +266,57 @@ class Learner:
     def _active(self, levels: np.ndarray) -> np.ndarray:
         return np.ones(len(levels), bool) if self.gate_dbfs is None else levels >= self.gate_dbfs
 
+    def _frames(self, audio, sample_rate, name: str):
+        return frames(self._audio(audio, sample_rate, name), self.window, self.hop, self.min_samples, self.sample_rate)
+
     def embed(self, audio, sample_rate: int | None = None) -> np.ndarray:
         """Features z [n_windows, D] (float32) of every window of a clip (no level gate)."""
-        w, _ = self.windows(audio, sample_rate)
-        return self.embedder(w)
+        return np.concatenate([self.embedder(w) for w in self._frames(audio, sample_rate, "audio")])
+
+    def _active_features(self, audio, sample_rate, name: str) -> tuple[np.ndarray | None, float, np.ndarray]:
+        """(features of the windows at or above the level gate, or None; the highest window level in dBFS;
+        the loudest window). Windows are cut and embedded in batches of MAX_BATCH active windows."""
+        z, pending, top, loudest = [], [], -np.inf, None
+        for w in self._frames(audio, sample_rate, name):
+            lv = level_dbfs(w)
+            k = int(np.argmax(lv))
+            if loudest is None or lv[k] > top:
+                top, loudest = float(lv[k]), w[k]
+            pending += list(w[self._active(lv)])
+            while len(pending) >= MAX_BATCH:
+                z.append(self.embedder(np.stack(pending[:MAX_BATCH])))
+                del pending[:MAX_BATCH]
+        if pending:
+            z.append(self.embedder(np.stack(pending)))
+        return (np.concatenate(z) if z else None), top, loudest
 
     def _learn_features(self, audio, sample_rate, name: str) -> np.ndarray:
-        w, lv = self.windows(audio, sample_rate, name)
-        active = self._active(lv)
-        if not active.any():
-            raise AudioError(f"{name}: every window is below the level gate ({lv.max():.1f} dBFS < gate_dbfs "
+        z, top, _ = self._active_features(audio, sample_rate, name)
+        if z is None:
+            raise AudioError(f"{name}: every window is below the level gate ({top:.1f} dBFS < gate_dbfs "
                              f"{self.gate_dbfs} dBFS); nothing was learned. Use louder audio or a lower gate_dbfs "
                              "(None disables the gate)")
-        return self.embedder(w[active])
+        return z
 
     # ------------------------------------------------------------------ learning
     def learn(self, audio, label: str, sample_rate: int | None = None) -> "Learner":
         """Learn one clip (array with ``sample_rate``, or a file path) under ``label`` (new labels = new classes).
-        Each active window of the clip is one example."""
-        label = _check_label(label)
+        Each active window of the clip is one example; together they are one group (clip)."""
+        label = check_label(label)
         z = self._learn_features(audio, sample_rate, "audio")
         with self._lock:
-            self._clf.learn(z, label)
+            self._clf.learn(z, label, groups=np.zeros(len(z), np.int64))
+            self._guard_drift(len(z))
             self._publish()
         return self
 
     def learn_many(self, audios: Sequence | np.ndarray, labels: Sequence[str] | str, sample_rate: int | None = None,
-                   progress: Callable[[int], None] | None = None) -> "Learner":
+                   progress: Callable[[int], None] | None = None,
+                   groups: Sequence[int] | None = None) -> "Learner":
         """Learn several clips in one recursive update (all or nothing). ``audios``: a sequence of arrays or
         paths, or a 2-D array whose rows are clips; ``labels``: one per clip, or one label for all;
-        ``progress(i)`` is called after clip i is embedded."""
+        ``progress(i)`` is called after clip i is embedded; ``groups``: one integer per clip, clips with the
+        same value are parts of one recording (default: every clip its own group), see the module docstring."""
         if isinstance(audios, (str, os.PathLike)) or (isinstance(audios, np.ndarray) and audios.ndim != 2):
             raise TypeError("audios must be a sequence of clips (arrays or paths) or a 2-D array [clips, samples]")
         items = list(audios)
@@ -273,19 +325,48 @@ class Learner:
             raise ValueError(f"got {len(items)} clips but {len(labels)} labels")
         if not items:
             raise ValueError("learn_many needs at least one clip")
-        labels = [_check_label(lb) for lb in labels]
-        Z, Y = [], []
+        labels = [check_label(lb) for lb in labels]
+        if groups is None:
+            groups = list(range(len(items)))
+        elif len(groups) != len(items) or not all(isinstance(g, (int, np.integer)) and not isinstance(g, bool)
+                                                  for g in groups):
+            raise ValueError(f"groups must be {len(items)} integers, one per clip, got {groups!r}")
+        seen: dict[int, str] = {}
+        for g, lb in zip(groups, labels):
+            if seen.setdefault(int(g), lb) != lb:
+                raise ValueError(f"group {int(g)} mixes labels {seen[int(g)]!r} and {lb!r}: the clips of one group "
+                                 "are parts of one recording and share its label")
+        Z, Y, G = [], [], []
         for i, (a, lb) in enumerate(zip(items, labels)):
             name = str(a) if isinstance(a, (str, os.PathLike)) else f"audios[{i}]"
             z = self._learn_features(a, sample_rate, name)
             Z.append(z)
             Y += [lb] * len(z)
+            G += [int(groups[i])] * len(z)
             if progress is not None:
                 progress(i)
         with self._lock:
-            self._clf.learn(np.concatenate(Z), Y)
+            self._clf.learn(np.concatenate(Z), Y, groups=np.asarray(G, np.int64))
+            self._guard_drift(len(Y))
             self._publish()
         return self
+
+    def _guard_drift(self, rows: int) -> None:
+        """Every DRIFT_CHECK_ROWS learned rows: estimate the classifier's rounding drift (``drift()``) and refit
+        from the stored features when it exceeds DRIFT_TOLERANCE (needs the features of every class)."""
+        self._unchecked_rows += rows
+        clf = self._clf
+        if self._unchecked_rows < DRIFT_CHECK_ROWS or set(clf.features) != set(clf.classes):
+            return
+        self._unchecked_rows = 0
+        try:
+            d = clf.drift()
+            if d > DRIFT_TOLERANCE:
+                log.warning("classifier drift %.1e > %.0e: refitting from the stored features", d, DRIFT_TOLERANCE)
+                clf.refit()  # assigns R and W only once both are computed
+                self.refits += 1
+        except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:  # the learned update stands
+            log.warning("drift check failed (%s); keeping the recursive state", exc)
 
     def forget(self, label: str) -> "Learner":
         """Remove a class exactly: the state equals never having learned it (AnalyticClassifier.forget)."""
@@ -339,10 +420,10 @@ class Learner:
         view = self._view
         if not view.classes:
             raise NotFittedError("the learner knows no class yet: learn(...) some audio first")
-        w, lv = self.windows(audio, sample_rate)
-        active = self._active(lv)
-        z = self.embedder(w[active] if active.any() else w)
-        return self.score_features(z, None if active.any() else np.zeros(len(z), bool), view)
+        z, _, loudest = self._active_features(audio, sample_rate, "audio")
+        if z is None:  # quiet clip: "unknown"; its probabilities come from its loudest window
+            return self.score_features(self.embedder(loudest[None]), np.zeros(1, bool), view)
+        return self.score_features(z, None, view)
 
     def predict(self, audio, sample_rate: int | None = None) -> tuple[str, float]:
         """(label, top ridge score); the label is "unknown" when the unknown rule rejects the clip."""
@@ -372,4 +453,5 @@ class Learner:
         return path
 
 
-__all__ = ["Learner", "NotFittedError", "Scores", "UNKNOWN", "AudioError", "StateError", "DEFAULT_GATE_DBFS"]
+__all__ = ["Learner", "NotFittedError", "Scores", "UNKNOWN", "AudioError", "StateError", "DEFAULT_GATE_DBFS",
+           "DEFAULT_MAX_CLIP_SECONDS", "check_label"]

@@ -404,6 +404,7 @@ class Enrolment:
     label: str
     shots: int
     clips: list[np.ndarray] = field(default_factory=list)  # windows to learn (several per shot)
+    groups: list[int] = field(default_factory=list)  # shot index of each window (one group per shot)
     times: list[float] = field(default_factory=list)  # onset of each shot (s)
 
     @property
@@ -425,10 +426,8 @@ class Listener:
     a sound anywhere in its windows: on the test sessions this lifts the scores of later occurrences that
     fall late in a window (e.g. 0.81 -> 1.0 with one offset vs three). ``offsets=(0.2,)``: one window a shot.
 
-    Stream settings (defaults differ from ``Stream``'s, chosen for short sounds): ``smooth=1`` (averaging
-    with a neighbour window that holds only the sound's tail sank its score below the unknown threshold),
-    ``debounce_s`` = window + hop (a sound shorter than a hop lies in up to three 0.5 s-hop windows: one
-    event per sound, not two).
+    Stream settings: ``Stream``'s defaults, chosen for short sounds (runtime/stream.py): ``smooth=1`` and
+    ``debounce_s`` = window + hop (one event per sound no longer than a hop).
 
     ``feed(chunk)`` returns event dicts (JSON-ready): ``{"event": "detection", "label", "score", "time"}``
     (time = seconds of audio since the start, the start of the newest window), ``{"event": "shot", "label",
@@ -454,8 +453,6 @@ class Listener:
         self.window = int(learner.window * self.rate // learner.sample_rate)
         pre_s, post_s = max(self.offsets), 1.0 - min(self.offsets)
         window_s = self.window / self.rate
-        if debounce_s is None:  # one event per sound: a short sound is in up to window/hop + 1 windows
-            debounce_s = (learner.window + learner.hop) / learner.sample_rate
         self.stream = learner.stream(self.rate, smooth=smooth, debounce_s=debounce_s)
         self.recorder = ShotRecorder(self.rate, (pre_s + post_s) * window_s + 0.02, pre_s * window_s,
                                      min_gate_dbfs=min_gate_dbfs)
@@ -483,12 +480,12 @@ class Listener:
 
     def enrol(self, label: str, shots: int | None = None) -> Enrolment:
         """Queue a class to learn from the next ``shots`` sounds (enrolments run in the order queued)."""
-        from edge_pace.runtime.learner import _check_label
+        from edge_pace.runtime.learner import check_label
 
         shots = self.default_shots if shots is None else int(shots)
         if shots < 1:
             raise ValueError(f"shots must be >= 1, got {shots}")
-        e = Enrolment(_check_label(label).strip(), shots)
+        e = Enrolment(check_label(label).strip(), shots)
         if not self.plan:
             self.recorder.abort()  # a sound already under way is not a shot of this class
         self.plan.append(e)
@@ -547,7 +544,9 @@ class Listener:
 
     def _shot(self, shot: Shot) -> list[dict]:
         e = self.plan[0]
-        e.clips += self.shot_windows(shot)
+        windows = self.shot_windows(shot)
+        e.groups += [e.heard] * len(windows)  # the windows of one shot are one clip for the unknown calibration
+        e.clips += windows
         e.times.append(shot.onset_s)
         end = shot.start_s + len(shot.audio) / self.rate
         self.hold_until = max(self.hold_until, end)
@@ -556,7 +555,7 @@ class Listener:
         if e.done:
             self.plan.popleft()
             try:
-                self.learner.learn_many(e.clips, e.label, sample_rate=self.rate)
+                self.learner.learn_many(e.clips, e.label, sample_rate=self.rate, groups=e.groups)
             except Exception as exc:  # e.g. every window below the learner's gate: nothing learned
                 return out + [{"event": "error", "message": f"could not learn {e.label!r}: {exc}",
                                "time": round(shot.onset_s, 3)}]

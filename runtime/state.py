@@ -1,9 +1,13 @@
 """Classifier state on disk: safetensors (no pickle), versioned, checksummed, written atomically.
 
 Layout: tensors ``R`` [D, D] float64, ``W`` [D, K] float64, ``features.<k>`` [n_k, D] (per class, in class
-order, when kept); metadata (strings): format, version, classes (JSON), counts (JSON), gamma, dim,
-keep_features, n_updates, and ``sha256`` of the tensor payload so a flipped byte is caught; ``meta_sha256``
-covers the other metadata strings (checked when present; older files without it still load). Callers
+order, when kept) and ``groups.<k>`` [n_k] int64 (the clip each stored row came from; files written before
+groups existed load with every row its own group); metadata (strings): format, version, classes (JSON),
+counts (JSON), gamma, dim, keep_features, n_updates, and ``sha256`` of the tensor payload so a flipped byte
+is caught; ``meta_sha256`` covers the other metadata strings, and the same digest is stored as the tensor
+``meta_digest`` (uint8[32]), which the tensor checksum covers, so a flip that hides the metadata digest (e.g.
+in its key) is caught too. Files without ``meta_digest`` (older) are checked with ``meta_sha256`` when
+present and still load. Callers
 may add their own string metadata (``extra``), e.g. the device runtime ties a state to its embedder
 (``embedder_sha256``); ``read_state`` returns it.
 """
@@ -12,16 +16,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from edge_pace.runtime.analytic import AnalyticClassifier
+from edge_pace.runtime.atomic import atomic_write_bytes  # noqa: F401 - re-exported
 
 STATE_FORMAT = "edge-pace-classifier"
 STATE_VERSION = 1
+META_DIGEST = "meta_digest"  # uint8[32] tensor: sha256 of the metadata, covered by the tensor checksum
 
 
 class StateError(ValueError):
@@ -49,39 +53,20 @@ def to_tensors(clf: AnalyticClassifier, extra: dict[str, str] | None = None
     for k, c in enumerate(clf.classes):
         if c in clf.features:
             tensors[f"features.{k}"] = np.vstack(clf.features[c])
+            if c in clf.groups:
+                tensors[f"groups.{k}"] = np.concatenate(clf.groups[c]).astype(np.int64)
     meta = {"format": STATE_FORMAT, "version": str(STATE_VERSION), "classes": json.dumps(clf.classes),
             "counts": json.dumps(clf.counts), "gamma": repr(clf.gamma), "dim": str(clf.dim),
-            "keep_features": json.dumps(clf.keep_features), "n_updates": str(clf.n_updates),
-            "sha256": _digest(tensors)}
+            "keep_features": json.dumps(clf.keep_features), "n_updates": str(clf.n_updates)}
     for k, v in (extra or {}).items():
-        if k in meta:
+        if k in meta or k in ("sha256", "meta_sha256"):
             raise ValueError(f"extra state metadata key {k!r} would overwrite a core key")
         meta[str(k)] = str(v)
-    meta["meta_sha256"] = _meta_digest(meta)
+    md = _meta_digest(meta)
+    tensors[META_DIGEST] = np.frombuffer(bytes.fromhex(md), np.uint8).copy()  # binds the metadata to the tensors
+    meta["sha256"] = _digest(tensors)
+    meta["meta_sha256"] = md
     return tensors, meta
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write temp file in the same folder, fsync, rename over the target, fsync the folder."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def state_to_bytes(clf: AnalyticClassifier, extra: dict[str, str] | None = None) -> bytes:
@@ -119,7 +104,10 @@ def read_state(data: bytes, name: str = "state") -> tuple[AnalyticClassifier, di
                          f"(this runtime reads version {STATE_VERSION})")
     if _digest(tensors) != meta.get("sha256"):
         raise StateError(f"{name}: checksum mismatch: the state file is corrupt")
-    if "meta_sha256" in meta and _meta_digest(meta) != meta["meta_sha256"]:
+    if META_DIGEST in tensors:  # files since groups: the metadata digest is itself checksummed, so mandatory
+        if not (_meta_digest(meta) == tensors[META_DIGEST].tobytes().hex() == meta.get("meta_sha256")):
+            raise StateError(f"{name}: metadata checksum mismatch: the state file is corrupt")
+    elif "meta_sha256" in meta and _meta_digest(meta) != meta["meta_sha256"]:
         raise StateError(f"{name}: metadata checksum mismatch: the state file is corrupt")
     try:
         classes, counts = json.loads(meta["classes"]), json.loads(meta["counts"])
@@ -127,13 +115,39 @@ def read_state(data: bytes, name: str = "state") -> tuple[AnalyticClassifier, di
         clf.R, clf.W = tensors["R"].astype(np.float64), tensors["W"].astype(np.float64)
         clf.classes, clf.counts, clf.n_updates = list(classes), list(counts), int(meta["n_updates"])
         clf.features = {c: [tensors[f"features.{k}"]] for k, c in enumerate(classes) if f"features.{k}" in tensors}
+        clf.groups = _read_groups(tensors, classes, clf.features)
+        clf.next_group = 1 + max((int(g[0].max()) for g in clf.groups.values() if len(g[0])), default=-1)
         clf.check()
-    except (KeyError, ValueError, FloatingPointError) as exc:
+    except (KeyError, ValueError, TypeError, FloatingPointError) as exc:
         raise StateError(f"{name}: inconsistent classifier state: {exc}") from exc
     if len(clf.counts) != len(clf.classes) or len(set(clf.classes)) != len(clf.classes):
         raise StateError(f"{name}: inconsistent classifier state: {len(clf.classes)} classes (unique: "
                          f"{len(set(clf.classes))}) but {len(clf.counts)} counts")
+    for k, c in enumerate(clf.classes):
+        if c in clf.features and len(clf.features[c][0]) != clf.counts[k]:
+            raise StateError(f"{name}: inconsistent classifier state: class {c!r} has {len(clf.features[c][0])} stored "
+                             f"feature rows but a count of {clf.counts[k]}")
     return clf, dict(meta)
+
+
+def _read_groups(tensors: dict[str, np.ndarray], classes: list[str],
+                 features: dict[str, list[np.ndarray]]) -> dict[str, list[np.ndarray]]:
+    """Group ids per class; a class stored without them (older files) gets one fresh group per row."""
+    groups, nxt = {}, 0
+    for k, c in enumerate(classes):
+        if f"groups.{k}" in tensors:
+            g = tensors[f"groups.{k}"]
+            if c not in features or g.shape != (len(features[c][0]),) or not np.issubdtype(g.dtype, np.integer):
+                raise ValueError(f"groups.{k} has shape {g.shape} dtype {g.dtype}, expected one integer per stored "
+                                 f"feature row of class {c!r}")
+            groups[c] = [g.astype(np.int64)]
+            nxt = max(nxt, int(g.max()) + 1 if len(g) else 0)
+    for c in classes:
+        if c in features and c not in groups:
+            n = len(features[c][0])
+            groups[c] = [nxt + np.arange(n, dtype=np.int64)]
+            nxt += n
+    return groups
 
 
 def load_state(path: str | Path) -> AnalyticClassifier:
