@@ -97,6 +97,33 @@ def runtime_bundle(tmp_path_factory) -> Path:
     return cached
 
 
+def link_bundle(src: Path, out: Path) -> Path:
+    """The exported files of ``src`` seen through symlinks in ``out``: learned state is written to ``out``,
+    never into the shared cached bundle."""
+    out.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.is_file() and not f.name.startswith("state"):
+            (out / f.name).symlink_to(f)
+    return out
+
+
+@pytest.fixture
+def bundle(runtime_bundle, tmp_path) -> Path:
+    """A private view of the shared test bundle (symlinks), for tests that learn and save."""
+    return link_bundle(runtime_bundle, tmp_path / "bundle")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """The test machines are small and shared: one intra-op thread is faster than oversubscribed two."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def bundle_copy(runtime_bundle, tmp_path) -> Path:
     out = tmp_path / "bundle"

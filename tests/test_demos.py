@@ -23,16 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMOS = ROOT / "demos"
 
 
-@pytest.fixture
-def bundle(runtime_bundle, tmp_path) -> Path:
-    out = tmp_path / "bundle"
-    out.mkdir()
-    for f in runtime_bundle.iterdir():
-        if f.is_file() and not f.name.startswith("state"):
-            (out / f.name).symlink_to(f)
-    return out
-
-
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
     require("sox", "espeak-ng")

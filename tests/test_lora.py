@@ -174,10 +174,4 @@ def test_errors() -> None:
         add_lora(AisfxCNN(width=4), [0], 2, 2.0, 0, targets=("nothing",))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The test machines are small and shared: one intra-op thread is faster than oversubscribed two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")

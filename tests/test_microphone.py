@@ -24,17 +24,6 @@ CLI = [PYTHON, "-m", "edge_pace.cli"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def bundle(runtime_bundle, tmp_path) -> Path:
-    """The shared test bundle seen through symlinks: learned state is written here, not in the cache."""
-    out = tmp_path / "bundle"
-    out.mkdir()
-    for f in runtime_bundle.iterdir():
-        if f.is_file() and not f.name.startswith("state"):
-            (out / f.name).symlink_to(f)
-    return out
-
-
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
     require("sox", "espeak-ng")

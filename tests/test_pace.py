@@ -302,10 +302,4 @@ def test_three_sessions_on_real_audio_beat_chance_and_random_features(tmp_path) 
     assert acc >= random_acc + 0.05  # measured 0.9 vs 0.8
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The test machines are small and shared: one intra-op thread is faster than oversubscribed two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -32,6 +32,8 @@ from edge_pace.runtime.learner import Learner, check_label
 from edge_pace.runtime.state import StateError, read_state, state_to_bytes
 from edge_pace.runtime.unknown import UNKNOWN
 
+from conftest import link_bundle
+
 SR = 44100
 COMMON = dict(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                      HealthCheck.data_too_large], deadline=timedelta(seconds=20), derandomize=True,
@@ -275,12 +277,7 @@ def test_random_bytes_posing_as_audio_files(learner, tmp_path_factory, body, hea
 
 @pytest.fixture(scope="module")
 def cli_bundle(runtime_bundle, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("cli") / "bundle"
-    out.mkdir()
-    for f in runtime_bundle.iterdir():
-        if f.is_file() and not f.name.startswith("state"):
-            (out / f.name).symlink_to(f)
-    return out
+    return link_bundle(runtime_bundle, tmp_path_factory.mktemp("cli") / "bundle")
 
 
 @pytest.fixture(scope="module")

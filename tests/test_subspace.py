@@ -153,10 +153,4 @@ def test_projector_errors() -> None:
         GradientProjector({"x": a}, {"x": torch.eye(5)[:, :2]})
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The test machines are small and shared: one intra-op thread is faster than oversubscribed two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
