@@ -110,19 +110,23 @@ def _env() -> dict[str, str]:
 
 def _kill_after(args: list[str], delay: float, ready_timeout: float = 120.0) -> tuple[list[str], float]:
     """Start a child, wait for its 'ready' line, sleep ``delay`` s, SIGKILL it; return its report lines."""
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT)
-    t0 = time.monotonic()
-    line = proc.stdout.readline()
-    if line.strip() != "ready":
-        proc.kill()
-        _, err = proc.communicate()
-        raise RuntimeError(f"child did not start: {line!r} {err[-2000:]}")
-    time.sleep(delay)
-    os.kill(proc.pid, signal.SIGKILL)
-    out, _ = proc.communicate()  # reaps the child
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, text=True, env=_env(), cwd=ROOT)
+        t0 = time.monotonic()
+        line = proc.stdout.readline()
+        if line.strip() != "ready":
+            proc.kill()
+            proc.wait()
+            err.seek(0)
+            raise RuntimeError(f"child did not start: {line!r} {err.read()[-2000:]}")
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+        # read through the same buffered reader as readline (it may already hold the next lines), then reap
+        rest = proc.stdout.read()
+        proc.wait()
     if time.monotonic() - t0 > ready_timeout + delay:
         raise RuntimeError("child took too long")
-    return [line] + out.splitlines(), delay
+    return [line] + rest.splitlines(), delay
 
 
 def _interrupted(lines: list[str], initial: str) -> tuple[str, str | None]:
@@ -268,7 +272,7 @@ def bundle_trials(bundle: Path, trials: int = 100, fallback: bool = False, seed:
         opened = B.open_bundle(out, verify=True)  # verifies every checksum; repairs a half-done fallback swap
         res["recovered"] += missing and out.exists()
         version = opened.manifest["created"]
-        assert version in (last, pending), f"trial {t}: bundle version {version} is neither {last} nor {pending}"
+        assert version in (last, pending), f"trial {t}: bundle version {version} is neither {last} nor {pending}: {lines}"
         want = {**files, "classifier.safetensors": (src / "other.safetensors").read_bytes()} if version == "B" else files
         for name, data in want.items():
             assert opened.manifest["files"][name]["sha256"] == B.sha256_bytes(data), f"trial {t}: {name} differs"

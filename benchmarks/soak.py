@@ -11,13 +11,16 @@ input rate (default 16 kHz, so the stream's resampler runs too), over a -70 dBFS
 -50 dBFS level gate: quiet windows skip the embedder). A schedule places one sound every ``--every``
 seconds on average (at least 3.5 s apart, random onsets off the hop grid); 90 % are of learned classes,
 10 % unknown. It is generated chunk by chunk (100 ms chunks), so 24 h never sit in memory.
-Learning: beep, knock, whistle first; one more class every ``--learn-every`` minutes (then one more shot of
-an existing class: a new recording, pitch or speaking rate moved a little, also played from then on), each from its 3 variants placed at 0.1/0.4/0.7 of a window (one group per variant), as
-the microphone listener enrols; sounds of a class are played only after it is learned.
+Learning: beep, knock, whistle first; one more class every ``--learn-every`` minutes (then one more shot
+of an existing class: a new recording, pitch or speaking rate moved a little, played from then on too),
+each from its 3 variants placed at 0.1/0.4/0.7 of a window (one group per variant), as the microphone
+listener enrols; sounds of a class are played only after it is learned.
 Checks: each known sound gives exactly one event with its label (from a window overlapping it), unknown
-sounds and silence none; resident memory (VmRSS) is sampled every 5 minutes of audio: growth after the
-warm-up (``--warmup``; default the first 10 % of the run, at least 5 minutes, at most half) is reported with a linear fit and its extrapolation
-to 24 h, beside the classifier's own growth (stored features of the classes learned meanwhile).
+sounds and silence none; resident memory (VmRSS) is sampled every ``--sample-every`` seconds of audio
+(default 5 minutes) with the event tallies and the unknown threshold; growth after the warm-up
+(``--warmup``; default the first 10 % of the run, at least 5 min, at most half) is reported with a linear
+fit and its extrapolation to 24 h, beside the classifier's own growth (stored features learned meanwhile).
+Figures measured here: out/reliability.md.
 """
 
 from __future__ import annotations

@@ -173,7 +173,8 @@ class AnalyticClassifier:
         if self.keep_features:
             for c in dict.fromkeys(labels):
                 sel = [i for i, x in enumerate(labels) if x == c]
-                self.features.setdefault(c, []).append(Z[sel].astype(np.float32 if Z.dtype == np.float32 else np.float64))
+                kept = Z[sel].astype(np.float32 if Z.dtype == np.float32 else np.float64)
+                self.features.setdefault(c, []).append(kept)
                 self.groups.setdefault(c, []).append(gid[sel])
         self.next_group = int(gid.max()) + 1
         self.n_updates += 1
@@ -196,8 +197,8 @@ class AnalyticClassifier:
         mixed = lab != lab[first[inv]]
         if mixed.any():
             i = int(np.flatnonzero(mixed)[0])
-            raise ValueError(f"group {g[i].item()!r} mixes labels {lab[first[inv[i]]]!r} and {lab[i]!r}: the rows of one clip "
-                             "share its label")
+            raise ValueError(f"group {g[i].item()!r} mixes labels {lab[first[inv[i]]]!r} and {lab[i]!r}: the rows of "
+                             "one clip share its label")
         return self.next_group + inv.astype(np.int64)
 
     def forget(self, label: str) -> "AnalyticClassifier":

@@ -82,7 +82,8 @@ class Stream:
             raise ValueError(f"smooth must be an integer >= 1 (windows averaged), got {smooth!r}")
         if debounce_s is None:
             debounce_s = (learner.window + learner.hop) / learner.sample_rate
-        if isinstance(debounce_s, bool) or not isinstance(debounce_s, (int, float)) or not 0 <= debounce_s < float("inf"):
+        if (isinstance(debounce_s, bool) or not isinstance(debounce_s, (int, float))
+                or not 0 <= debounce_s < float("inf")):
             raise ValueError(f"debounce_s must be a finite number >= 0 seconds (or None for window + hop), "
                              f"got {debounce_s!r}")
         if isinstance(min_active_s, bool) or not isinstance(min_active_s, (int, float)) or not 0 <= min_active_s <= 1e6:
