@@ -481,11 +481,11 @@ def listen_cmd(
         sys.stdout.write(json.dumps(e) + "\n")
         sys.stdout.flush()
 
-    from edge_pace.runtime.learner import _check_label
+    from edge_pace.runtime.learner import check_label
 
     for label, _ in plan:
         try:
-            _check_label(label)
+            check_label(label)
         except (ValueError, TypeError) as exc:
             _fail(f"--learn {label!r}: {exc}")
     try:

@@ -63,9 +63,10 @@ def to_float32_mono(audio: np.ndarray, name: str = "audio") -> np.ndarray:
     elif a.dtype in (np.float32, np.float64, np.float16):
         if a.dtype == np.float64 and a.size and np.all(np.isfinite(a)):  # NaN/Inf: refused below
             big = float(np.abs(a).max())
-            if big > np.finfo(np.float32).max:
+            if big > float(np.finfo(np.float32).max):
                 raise AudioError(f"{name}: float64 samples as large as {big:.3g} do not fit float32; expected [-1, 1]")
-        a = a.astype(np.float32, copy=False)
+        with np.errstate(over="ignore"):  # values beyond float32 become inf and are refused below
+            a = a.astype(np.float32, copy=False)
     else:
         raise AudioError(f"{name}: expected float32/float64 samples in [-1, 1] or int16/int32 PCM, got dtype {a.dtype}")
     if a.ndim == 2:

@@ -116,7 +116,8 @@ def audio_case(draw, sounds):
     dtype = _pick(rng, DTYPES)
     if dtype in ("int16", "int32", "int64", "uint8"):
         info = np.iinfo(dtype)
-        a = np.clip(np.nan_to_num(x, posinf=1, neginf=-1) * info.max, info.min, info.max).astype(dtype)
+        with np.errstate(all="ignore"):
+            a = np.clip(np.nan_to_num(x, posinf=1, neginf=-1) * info.max, info.min, info.max).astype(dtype)
     elif dtype == "str":
         a = x.astype(str)
     else:
