@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import shutil
-import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +27,7 @@ from edge_pace.config import PaceConfig
 from edge_pace.lora import base_state_dict, freeze_backbone, load_lora_state_dict, lora_state_dict, merge_lora
 from edge_pace.projection import RandomProjection
 from edge_pace.runtime.analytic import AnalyticClassifier
+from edge_pace.runtime.atomic import atomic_replace_dir, fsync_dir, temp_dir, write_synced
 from edge_pace.runtime.state import load_state, save_state
 
 CHECKPOINT_FORMAT = "edge-pace-checkpoint"
@@ -40,21 +38,6 @@ HOP_SECONDS = 0.5
 
 class CheckpointError(ValueError):
     """A checkpoint folder that cannot be used; the message names the folder and the problem."""
-
-
-def _write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _jsonable(x: Any) -> Any:
@@ -100,28 +83,21 @@ def save_checkpoint(learner, folder: str | Path) -> Path:
     if folder.exists():
         if not (folder / "config.json").is_file():
             raise FileExistsError(f"{folder} exists and is not an edge-pace checkpoint; refusing to replace it")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    tmp = temp_dir(folder)
     try:
         cfg = checkpoint_config(learner)
-        _write(tmp / "config.json", json.dumps(_jsonable(cfg), indent=2).encode())
+        write_synced(tmp / "config.json", json.dumps(_jsonable(cfg), indent=2).encode())
         adapters = lora_state_dict(learner.backbone)
-        _write(tmp / "adapters.safetensors",
+        write_synced(tmp / "adapters.safetensors",
                save_tensors(adapters, metadata={"format": "edge-pace-lora", "version": "1"}))
         if learner.classifier is not None:
             save_state(learner.classifier, tmp / "classifier.safetensors")
         metrics = {"history": learner.history, "cka": learner.cka, "l_tune": learner.l_tune}
-        _write(tmp / "metrics.json", json.dumps(_jsonable(metrics), indent=2).encode())
+        write_synced(tmp / "metrics.json", json.dumps(_jsonable(metrics), indent=2).encode())
         if learner.backbone_spec["store_base"]:
-            _write(tmp / "backbone.safetensors", save_tensors(base_state_dict(learner.backbone)))
-        _fsync_dir(tmp)
-        if folder.exists():
-            old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(folder, old)
-            os.rename(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, folder)
-        _fsync_dir(folder.parent)
+            write_synced(tmp / "backbone.safetensors", save_tensors(base_state_dict(learner.backbone)))
+        fsync_dir(tmp)
+        atomic_replace_dir(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

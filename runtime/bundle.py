@@ -28,7 +28,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_pace.runtime.atomic import atomic_replace_dir, fsync_dir, recover_dir, remove_stale, temp_dir, temp_file
+from edge_pace.runtime.atomic import (atomic_replace_dir, file_sha256, fsync_dir, recover_dir, remove_stale, temp_dir,
+                                      temp_file, write_synced)
 
 BUNDLE_FORMAT = "edge-pace-bundle"
 BUNDLE_VERSION = 1
@@ -175,14 +176,6 @@ def _open_zip(path: Path) -> Bundle:
     return Bundle(path, manifest, files)
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verify_bundle(bundle: Bundle) -> list[str]:
     """Problems found (empty when every file is present with the recorded size and sha256). Folder files are
     hashed in 1 MB blocks (memory stays small)."""
@@ -197,7 +190,7 @@ def verify_bundle(bundle: Bundle) -> list[str]:
         else:
             p = bundle.path / name
             size = p.stat().st_size
-            digest = _file_digest(p) if size == info.get("bytes") else "(not hashed)"
+            digest = file_sha256(p) if size == info.get("bytes") else "(not hashed)"
         if size != info.get("bytes") or digest != info.get("sha256"):
             problems.append(f"{name} fails its checksum (sha256 {digest[:12]}…, {size} bytes; manifest says "
                             f"{str(info.get('sha256'))[:12]}…, {info.get('bytes')} bytes)")
@@ -241,10 +234,7 @@ def write_bundle(out: str | Path, files: dict[str, bytes], manifest: dict, singl
     tmp = temp_dir(out)
     try:
         for name, data in {**files, MANIFEST: mbytes}.items():  # the manifest last
-            with open(tmp / name, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            write_synced(tmp / name, data)
         fsync_dir(tmp)
         atomic_replace_dir(tmp, out)
     except BaseException:

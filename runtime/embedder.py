@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_pace.runtime.atomic import file_sha256
 from edge_pace.runtime.audio import AudioError
 
 log = logging.getLogger("edge_pace.runtime")
@@ -74,7 +75,7 @@ class OnnxEmbedder:
             self.sha256 = sha256 or hashlib.sha256(model).hexdigest()
         else:
             data = str(model)
-            self.sha256 = sha256 or _file_sha256(Path(model))
+            self.sha256 = sha256 or file_sha256(Path(model))
         self.name = name
         self.threads = threads
         opts = ort.SessionOptions()
@@ -115,14 +116,6 @@ class OnnxEmbedder:
         if not np.all(np.isfinite(z)):
             raise FloatingPointError(f"{self.name} produced NaN/Inf features; nothing was learned or predicted")
         return z
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def release_free_memory() -> None:
