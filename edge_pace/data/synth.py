@@ -62,6 +62,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_pace.runtime.atomic import atomic_replace_dir
+
 __all__ = [
     "BENCHMARKS",
     "CLIPS_PER_CLASS",
@@ -793,13 +795,7 @@ def synthesize(
         for bench in names:
             target = out / bench
             _prepare_target(target)
-            if target.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{bench}.old-", dir=out))
-                target.rename(old / bench)
-                staging[bench].rename(target)
-                shutil.rmtree(old)
-            else:
-                staging[bench].rename(target)
+            atomic_replace_dir(staging[bench], target)
             result[bench] = target
         return result
     finally:
