@@ -19,7 +19,7 @@ Methods (:data:`METHODS`):
 * ``simplecil``: nearest class mean by cosine similarity on the frozen pretrained backbone's
   embeddings (Zhou et al., 2023).
 * ``acil``: frozen backbone + the random projection + ReLU + the recursive analytic classifier
-  (Zhuang et al., 2022); gamma by ``select_gamma`` on session 0.
+  (Zhuang et al., 2022); gamma re-chosen every session by the device's rule (runtime/gamma.py).
 * ``ranpac``: the paper's "RanPAC (with FSA)": naive FSA (LoRA on all blocks, head + LoRA trained
   together, CE only) in session 0, then frozen; random projection + ridge.
 * ``joint`` (upper bound, an oracle): before session 0 the backbone is adapted once by PACE's FSA
@@ -49,7 +49,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge_pace.config import PaceConfig
-from edge_pace.runtime.analytic import AnalyticClassifier, select_gamma
+from edge_pace.runtime.analytic import AnalyticClassifier
 
 CACHE_VERSION = 1
 
@@ -319,36 +319,35 @@ class ACIL:
     """Frozen backbone + fixed random projection + ReLU + recursive analytic classifier."""
 
     def __init__(self, embedder: FrozenEmbedder, config: PaceConfig | None = None, name: str = "acil") -> None:
-        from edge_pace.projection import projection_matrix
+        from edge_pace.projection import RandomProjection
 
         self.name, self.embedder, self.device = name, embedder, embedder.device
         self.config = config if config is not None else PaceConfig()
-        self.W_proj = projection_matrix(embedder.embed_dim, self.config.d_proj, self.config.proj_seed)
+        self.projection = RandomProjection(embedder.embed_dim, self.config.d_proj, self.config.proj_seed)
         self.classifier: AnalyticClassifier | None = None
         self.sessions_done = 0
 
     def features(self, waves: np.ndarray, keys: Sequence[str] | None = None) -> np.ndarray:
-        return np.maximum(self.embedder.embed(waves, keys) @ self.W_proj, 0.0)
+        return self.projection.numpy(self.embedder.embed(waves, keys))
 
     def fit_session(self, index: int, waves: np.ndarray, labels: Sequence[str],
                     keys: Sequence[str] | None = None) -> dict[str, Any]:
+        from edge_pace.projection import RandomProjection, embedding_stats
+
         _check_session(self.sessions_done, index, waves, labels, keys)
         t0 = time.perf_counter()
         labels = [str(x) for x in labels]
-        Z = self.features(waves, keys)
-        metrics: dict[str, Any] = {"session": index, "n_train": len(labels)}
+        cfg = self.config
         if self.classifier is None:
-            cfg = self.config
-            try:
-                gamma, _ = select_gamma(Z, labels, cfg.gamma_grid, cfg.gamma_val_fraction, cfg.seed)
-            except ValueError:  # too few clips per class for a held-out split
-                gamma = cfg.gamma_fallback
-            metrics["gamma"] = gamma
-            self.classifier = AnalyticClassifier(cfg.d_proj, gamma, keep_features=False)
-        self.classifier.learn(Z, labels)
+            if cfg.standardize and len(labels) >= 2:  # session-0 statistics, as PACE and the export
+                mean, scale = embedding_stats(self.embedder.embed(waves, keys))
+                self.projection = RandomProjection(self.embedder.embed_dim, cfg.d_proj, cfg.proj_seed, mean, scale)
+            self.classifier = AnalyticClassifier(cfg.d_proj, cfg.gamma_fallback, keep_features=True)
+        self.classifier.learn(self.features(waves, keys), labels)
+        found = self.classifier.choose_gamma(cfg.gamma_fallback, cfg.gamma_grid, cfg.gamma_criterion)
         self.sessions_done += 1
-        metrics["seconds"] = time.perf_counter() - t0
-        return metrics
+        return {"session": index, "n_train": len(labels), "gamma": self.classifier.gamma,
+                "gamma_source": found.source, "seconds": time.perf_counter() - t0}
 
     def predict(self, waves: np.ndarray, keys: Sequence[str] | None = None) -> list[str]:
         if self.classifier is None:
@@ -451,7 +450,7 @@ class JointMethod:
             raise RuntimeError("prepare() runs once, before session 0")
         metrics = self.learner.fit_session(0, waves, labels)
         self.classifier = AnalyticClassifier(self.learner.config.d_proj, self.learner.classifier.gamma,
-                                             keep_features=False)
+                                             keep_features=True)
         return metrics
 
     def fit_session(self, index: int, waves: np.ndarray, labels: Sequence[str],
@@ -461,8 +460,11 @@ class JointMethod:
         _check_session(self.sessions_done, index, waves, labels, keys)
         t0 = time.perf_counter()
         self.classifier.learn(self._memo.features(self.learner, waves, keys), [str(x) for x in labels])
+        cfg = self.learner.config
+        self.classifier.choose_gamma(cfg.gamma_fallback, cfg.gamma_grid, cfg.gamma_criterion)  # the same rule
         self.sessions_done += 1
-        return {"session": index, "n_train": len(labels), "seconds": time.perf_counter() - t0}
+        return {"session": index, "n_train": len(labels), "gamma": self.classifier.gamma,
+                "seconds": time.perf_counter() - t0}
 
     def predict(self, waves: np.ndarray, keys: Sequence[str] | None = None) -> list[str]:
         if self.classifier is None or not self.classifier.classes:

@@ -62,8 +62,7 @@ def checkpoint_config(learner) -> dict[str, Any]:
         "backbone_spec": spec,
         "sample_rate": learner.sample_rate, "embed_dim": learner.embed_dim,
         "pace": learner.config.to_dict(),
-        "projection": {"in_dim": learner.projection.in_dim, "dim": learner.projection.out_dim,
-                       "seed": learner.projection.seed},
+        "projection": learner.projection.describe(),
         "l_tune": learner.l_tune, "cka": learner.cka,
         "sessions_done": learner.sessions_done, "frozen": learner.frozen,
         "msa_samples_seen": learner.msa_samples_seen,
@@ -177,7 +176,8 @@ def load_checkpoint(folder: str | Path, device: str | None = None):
     freeze_backbone(learner.backbone)
     proj = cfg["projection"]
     if (proj["in_dim"], proj["dim"], proj["seed"]) != (learner.embed_dim, config.d_proj, config.proj_seed):
-        raise CheckpointError(f"{folder}: projection {proj} does not match the backbone/config")
+        raise CheckpointError(f"{folder}: projection {dict(list(proj.items())[:3])} does not match the backbone/config")
+    learner.projection = RandomProjection.from_description(proj).to(learner.device)
     if (folder / "classifier.safetensors").is_file():
         learner.classifier = load_state(folder / "classifier.safetensors")
     elif cfg["sessions_done"] > 0:
@@ -200,7 +200,7 @@ def load_adapted_model(folder: str | Path) -> tuple[nn.Module, RandomProjection,
     merged = merge_lora(model)
     freeze_backbone(merged)
     proj = cfg["projection"]
-    projection = RandomProjection(int(proj["in_dim"]), int(proj["dim"]), int(proj["seed"])).eval()
+    projection = RandomProjection.from_description(proj).eval()
     path = folder / "classifier.safetensors"
     if not path.is_file():
         raise CheckpointError(f"{folder}: classifier.safetensors is missing (no session learned yet?)")

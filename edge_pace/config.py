@@ -6,12 +6,15 @@ value, it is the default; where it leaves a choice open, the comment says what w
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-GAMMA_GRID: tuple[float, ...] = tuple(10.0**k for k in range(-8, 9))  # RanPAC's 1e-8 .. 1e8
+from edge_pace.runtime.gamma import CRITERIA as GAMMA_CRITERIA
+from edge_pace.runtime.gamma import DEFAULT_CRITERION as GAMMA_CRITERION
+from edge_pace.runtime.gamma import GAMMA_GRID  # 1e-8 .. 1e8 in half decades
+
+RETIRED_FIELDS = ("gamma_val_fraction", "gamma_tie_break")  # the 80/20 gamma search (before issue 11): ignored
 DEFAULT_LORA_TARGETS: tuple[str, ...] = ("conv1", "conv2", "qkv", "proj", "fc1", "fc2")
 MSA_PROJECTIONS = ("principal", "orthogonal")
 
@@ -78,12 +81,12 @@ class PaceConfig:
     # ---- analytic classifier ---------------------------------------------------------------------------
     d_proj: int = 2048  # device default (2048^2 float64 = 32 MB); the paper's 8192 is 268 MB of float32
     proj_seed: int = 0
-    gamma_grid: tuple[float, ...] = GAMMA_GRID  # RanPAC: 80/20 held-out search on session 0
-    gamma_val_fraction: float = 0.2
-    # open: ties for the best held-out accuracy are common when session 0 is small; "middle" takes the
-    # median tied gamma, "largest" keeps select_gamma's choice (see pace.break_gamma_tie)
-    gamma_tie_break: str = "middle"
-    gamma_fallback: float = 1.0  # used when session 0 has fewer than 2 clips in some class (no held-out split)
+    # gamma: the device's own rule (runtime/gamma.py), leave-one-clip-out over the grid, re-chosen every session
+    gamma_grid: tuple[float, ...] = GAMMA_GRID
+    gamma_criterion: str = GAMMA_CRITERION
+    gamma_fallback: float = 1.0  # prior while there are too few clips (fewer than two classes of two clips)
+    # standardise the backbone embedding (session-0 statistics) before the random projection (edge_pace/projection.py)
+    standardize: bool = True
     keep_features: bool = True  # the classifier keeps z per class, so the device can forget a class exactly
 
     # ---- ablations ----------------------------------------------------------------------------------
@@ -108,7 +111,7 @@ class PaceConfig:
                 raise ValueError(f"PaceConfig.{name} = {getattr(self, name)!r}: expected {expected}")
 
         need(self.head in ("cosine", "linear"), "head", "'cosine' or 'linear'")
-        need(self.gamma_tie_break in ("middle", "largest"), "gamma_tie_break", "'middle' or 'largest'")
+        need(self.gamma_criterion in GAMMA_CRITERIA, "gamma_criterion", f"one of {GAMMA_CRITERIA}")
         for name in ("lr_head", "lr_backbone", "msa_lr", "lora_alpha", "head_scale"):
             v = getattr(self, name)
             need(isinstance(v, (int, float)) and math.isfinite(v) and v > 0, name, "a positive number")
@@ -122,7 +125,6 @@ class PaceConfig:
             need(0.0 <= getattr(self, name) < 1.0, name, "a number in [0, 1)")
         for name in ("r_time", "r_freq"):
             need(0.0 <= getattr(self, name) <= 1.0, name, "a number in [0, 1]")
-        need(0.0 < self.gamma_val_fraction < 1.0, "gamma_val_fraction", "a number in (0, 1)")
         for name in ("delta", "lambda_reg", "weight_decay"):
             need(getattr(self, name) >= 0, name, "a number >= 0")
         need(len(self.gamma_grid) > 0 and all(g > 0 and math.isfinite(g) for g in self.gamma_grid), "gamma_grid",
@@ -143,17 +145,11 @@ class PaceConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PaceConfig":
         known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k not in RETIRED_FIELDS}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"PaceConfig: unknown field(s) {unknown}; known fields: {sorted(known)}")
         return cls(**d)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> "PaceConfig":
-        return cls.from_dict(json.loads(text))
 
     def replace(self, **changes: Any) -> "PaceConfig":
         d = self.to_dict()

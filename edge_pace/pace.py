@@ -12,8 +12,8 @@ Session 0 (``_fsa``):
   2. Staged training: a linear head alone (backbone frozen) for head_epochs at lr_head, then the head
      frozen and LoRA on blocks >= L_tune for e0 epochs at lr_backbone, loss CE + lambda * L_reg. The head
      is by default a cosine head (linear on L2-normalised features, ``PaceConfig.head``), SGD + momentum.
-  3. The head is dropped: z = ReLU(f(x) W_proj) -> AnalyticClassifier with gamma from ``select_gamma``
-     (RanPAC's 80/20 search) on session-0 features.
+  3. The head is dropped: z = ReLU(standardised f(x) W_proj) -> AnalyticClassifier, gamma re-chosen every session by
+     leave-one-clip-out (runtime/gamma.py, the device's rule).
 Sessions t >= 1 (``_msa``), while the backbone is not frozen: inputs of the adapted layers are collected
   on the session's data under the unlearned model (W0 - sum of older LoRAs); a fresh LoRA per layer
   (older frozen) is trained (head stage on the session's classes, then msa_epochs at msa_lr, CE +
@@ -46,8 +46,8 @@ from edge_pace.cka import layerwise_cka
 from edge_pace.config import PaceConfig
 from edge_pace.lora import (LoRAAdapter, add_lora, freeze_backbone, lora_layers, unlearned)
 from edge_pace.perturb import boundary_loss, boundary_mask, spec_masks
-from edge_pace.projection import RandomProjection
-from edge_pace.runtime.analytic import AnalyticClassifier, select_gamma
+from edge_pace.projection import RandomProjection, embedding_stats
+from edge_pace.runtime.analytic import AnalyticClassifier
 from edge_pace.subspace import GradientProjector, collect_inputs
 
 
@@ -61,20 +61,6 @@ def choose_l_tune(cka: Sequence[float], rho_layer: float) -> int:
         raise ValueError("choose_l_tune needs at least one CKA value")
     below = [k for k, s in enumerate(cka) if s < rho_layer]
     return (below[0] + 1) if below else len(cka)
-
-
-def break_gamma_tie(gamma: float, acc: dict[float, float], rule: str = "middle") -> float:
-    """Among the gammas tied for the best held-out accuracy, "largest" keeps ``select_gamma``'s choice;
-    "middle" takes the (lower) median of the tied gammas. With a small session 0 the held-out split has a
-    handful of clips and whole stretches of the grid tie at 100 %; the largest gamma (1e8) then
-    over-regularises every later session (measured: 0.47 vs 0.94 test accuracy on 6 sox/espeak classes)."""
-    if rule == "largest":
-        return gamma
-    if rule != "middle":
-        raise ValueError(f"gamma tie rule must be 'largest' or 'middle', got {rule!r}")
-    best = max(acc.values())
-    tied = sorted(g for g, a in acc.items() if a == best)
-    return float(tied[(len(tied) - 1) // 2])
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -451,18 +437,18 @@ class PaceLearner:
             self.frozen = True
         if cfg.use_msa and self.msa_samples_seen >= cfg.n_stop:
             self.frozen = True
-        Z = self._project(self._embed(feats))
+        emb = self._embed(feats)
+        if session_index == 0 and cfg.standardize and len(emb) >= 2:  # statistics of the (adapted) embedding
+            mean, scale = embedding_stats(emb.float().cpu().numpy())
+            self.projection = RandomProjection(self.embed_dim, cfg.d_proj, cfg.proj_seed, mean, scale).to(self.device)
+        Z = self._project(emb)
         if self.classifier is None:
-            try:
-                gamma, acc = select_gamma(Z, labels, cfg.gamma_grid, cfg.gamma_val_fraction, cfg.seed)
-                metrics["gamma_val_acc"] = {repr(k): v for k, v in acc.items()}
-                gamma = break_gamma_tie(gamma, acc, cfg.gamma_tie_break)
-            except ValueError as exc:  # too few clips for a held-out split
-                gamma = cfg.gamma_fallback
-                metrics["gamma_note"] = f"gamma_fallback used: {exc}"
-            metrics["gamma"] = gamma
-            self.classifier = AnalyticClassifier(cfg.d_proj, gamma, keep_features=cfg.keep_features)
+            self.classifier = AnalyticClassifier(cfg.d_proj, cfg.gamma_fallback, keep_features=cfg.keep_features)
         self.classifier.learn(Z, labels)
+        if cfg.keep_features:  # the device's own rule, every session (runtime/gamma.py)
+            found = self.classifier.choose_gamma(cfg.gamma_fallback, cfg.gamma_grid, cfg.gamma_criterion)
+            metrics["gamma_search"] = {k: v for k, v in found.as_dict().items() if k != "grid"}
+        metrics["gamma"] = self.classifier.gamma
         self.sessions_done += 1
         metrics.update(frozen=self.frozen, msa_samples_seen=self.msa_samples_seen,
                        seconds=time.perf_counter() - t0)

@@ -1,25 +1,82 @@
-"""The fixed random projection + ReLU of the analytic classifier: z = ReLU(f(x) W_proj).
+"""The fixed random projection + ReLU of the analytic classifier, with optional standardisation:
+
+    z = ReLU(((f(x) - mean) / scale) W_proj / sqrt(in_dim))      (standardised, the default since issue 11)
+    z = ReLU(f(x) W_proj)                                         (plain: older checkpoints and bundles)
 
 W_proj is drawn from a seeded numpy generator (standard normal, as RanPAC), so the same (seed, in_dim,
-out_dim) gives the same matrix on any machine. Export puts this module inside the ONNX graph.
+out_dim) gives the same matrix on any machine. ``mean``/``scale`` are per-dimension statistics of the
+backbone embedding, estimated once (server: on session-0 clips; frozen export: on the calibration audio) and
+then fixed; with them every projected coordinate is about N(0, 1) before the ReLU, so z is O(1) whatever the
+backbone, the ridge gamma transfers between bundles and the Gram matrix is better conditioned (figures in
+the README). Export puts this module inside the ONNX graph and records the statistics in the manifest.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
+
+MIN_SCALE = 1e-6  # a dimension that never varies (dead unit) is divided by this floor, not by zero
 
 
 def projection_matrix(in_dim: int, out_dim: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((in_dim, out_dim)).astype(np.float32)
 
 
+def embedding_stats(emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and scale (standard deviation, floored at MIN_SCALE) of embeddings [n, in_dim]."""
+    emb = np.asarray(emb, dtype=np.float64)
+    if emb.ndim != 2 or len(emb) < 2:
+        raise ValueError(f"standardisation needs at least two embeddings [n, dim], got shape {emb.shape}")
+    return emb.mean(0).astype(np.float32), np.maximum(emb.std(0), MIN_SCALE).astype(np.float32)
+
+
 class RandomProjection(nn.Module):
-    def __init__(self, in_dim: int, out_dim: int, seed: int = 0) -> None:
+    """z = ReLU(standardise(f) W_proj * gain); gain = 1/sqrt(in_dim) when standardised, else 1."""
+
+    def __init__(self, in_dim: int, out_dim: int, seed: int = 0, mean: np.ndarray | None = None,
+                 scale: np.ndarray | None = None) -> None:
         super().__init__()
-        self.in_dim, self.out_dim, self.seed = in_dim, out_dim, seed
-        self.register_buffer("weight", torch.from_numpy(projection_matrix(in_dim, out_dim, seed)))
+        if (mean is None) != (scale is None):
+            raise ValueError("give both mean and scale for a standardised projection, or neither")
+        self.in_dim, self.out_dim, self.seed = int(in_dim), int(out_dim), int(seed)
+        self.standardized = mean is not None
+        gain = 1.0 / math.sqrt(in_dim) if self.standardized else 1.0
+        self.register_buffer("weight", torch.from_numpy(projection_matrix(in_dim, out_dim, seed) * np.float32(gain)))
+        mean = np.zeros(in_dim, np.float32) if mean is None else np.asarray(mean, np.float32).reshape(-1)
+        scale = np.ones(in_dim, np.float32) if scale is None else np.asarray(scale, np.float32).reshape(-1)
+        if mean.shape != (in_dim,) or scale.shape != (in_dim,) or not (np.isfinite(mean).all() and (scale > 0).all()):
+            raise ValueError(f"mean and scale must be {in_dim} finite numbers (scale > 0)")
+        self.register_buffer("mean", torch.from_numpy(mean.copy()))
+        self.register_buffer("scale", torch.from_numpy(scale.copy()))
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
+        if self.standardized:
+            f = (f - self.mean) / self.scale
         return torch.relu(f @ self.weight)
+
+    def numpy(self, f: np.ndarray) -> np.ndarray:
+        """The same map in numpy (float32), for cached embeddings."""
+        f = np.asarray(f, np.float32)
+        if self.standardized:
+            f = (f - self.mean.numpy()) / self.scale.numpy()
+        return np.maximum(f @ self.weight.numpy(), 0.0)
+
+    def describe(self) -> dict:
+        """JSON-ready settings: what a checkpoint or manifest records (statistics in full)."""
+        d = {"in_dim": self.in_dim, "dim": self.out_dim, "seed": self.seed, "standardized": self.standardized}
+        if self.standardized:
+            d["mean"] = [float(v) for v in self.mean.numpy()]
+            d["scale"] = [float(v) for v in self.scale.numpy()]
+        return d
+
+    @classmethod
+    def from_description(cls, d: dict) -> "RandomProjection":
+        """Inverse of ``describe`` (descriptions without ``standardized`` are plain projections)."""
+        if d.get("standardized"):
+            return cls(int(d["in_dim"]), int(d["dim"]), int(d["seed"]), np.asarray(d["mean"], np.float32),
+                       np.asarray(d["scale"], np.float32))
+        return cls(int(d["in_dim"]), int(d["dim"]), int(d["seed"]))

@@ -59,17 +59,52 @@ def source_from_checkpoint(ckpt: str | Path) -> ExportSource:
     return ExportSource(backbone, projection, classifier, config)
 
 
-def source_from_backbone(name: str = "aisfx", dim: int = 2048, seed: int = 0, gamma: float = 1.0,
-                         weights: str | None = None, pretrained: bool = True) -> ExportSource:
-    """A frozen-backbone bundle (no adaptation): every class is learned on the device (ACIL-style)."""
-    from edge_pace.backbones import get_backbone
-    from edge_pace.projection import RandomProjection
+def source_from_backbone(name: str = "aisfx", dim: int = 2048, seed: int = 0, gamma: float | None = None,
+                         weights: str | None = None, pretrained: bool = True,
+                         calibration: tuple[np.ndarray, list[str] | None, list[int]] | None = None,
+                         standardize: bool = True, log=print) -> ExportSource:
+    """A frozen-backbone bundle (no adaptation): every class is learned on the device (ACIL-style).
 
-    backbone = get_backbone(name, pretrained=pretrained, weights=weights)
-    projection = RandomProjection(backbone.embed_dim, dim, seed)
-    config = {"backbone": name, "projection": {"in_dim": backbone.embed_dim, "dim": dim, "seed": seed},
-              "window_seconds": 1.0, "hop_seconds": 0.5, "pace": None, "adapted": False}
-    return ExportSource(backbone, projection, AnalyticClassifier(dim, gamma), config)
+    ``calibration`` = (clips [n, S] at the backbone's rate, labels or None, clip groups), default: the
+    rendered default set (export/calibration.py). Its embeddings give the projection's standardisation
+    (``standardize``) and, when labelled, the bundle's gamma prior by the device's own rule (leave-one-clip-out,
+    runtime/gamma.py); unlabelled clips give statistics only and the prior comes from the default set.
+    ``gamma`` fixes the prior instead."""
+    from edge_pace.backbones import get_backbone
+    from edge_pace.export.calibration import default_calibration
+    from edge_pace.projection import RandomProjection, embedding_stats
+    from edge_pace.runtime.gamma import select_gamma
+
+    backbone = get_backbone(name, pretrained=pretrained, weights=weights).eval()
+    sr = int(backbone.sample_rate)
+
+    def embed(waves: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return np.vstack([backbone(torch.from_numpy(np.ascontiguousarray(waves[i:i + 32]))).numpy()
+                              for i in range(0, len(waves), 32)])
+
+    if calibration is None and (standardize or gamma is None):
+        log("rendering the default calibration audio (export/calibration.py)")
+        calibration = default_calibration(sr)
+    mean = scale = labels = None
+    cal = {"clips": 0}
+    if calibration is not None:
+        waves, labels, groups = calibration
+        emb = embed(waves)
+        cal = {"clips": int(len(waves)), "labelled": labels is not None}
+        if standardize:
+            mean, scale = embedding_stats(emb)
+    projection = RandomProjection(backbone.embed_dim, dim, seed, mean, scale)
+    if gamma is None:
+        if labels is None:
+            waves, labels, groups = default_calibration(sr)
+            emb = embed(waves)
+        found = select_gamma(projection.numpy(emb), labels, groups)
+        gamma = found.gamma
+        cal["gamma_search"] = {k: v for k, v in found.as_dict().items() if k not in ("grid", "mse", "accuracy")}
+    config = {"backbone": name, "projection": projection.describe(), "window_seconds": 1.0, "hop_seconds": 0.5,
+              "pace": None, "adapted": False, "gamma_prior": float(gamma), "calibration": cal}
+    return ExportSource(backbone, projection, AnalyticClassifier(dim, float(gamma)), config)
 
 
 def to_onnx_bytes(embedder: Embedder, min_samples: int, sample_rate: int) -> bytes:
@@ -246,7 +281,7 @@ def export_bundle(source: ExportSource, out: str | Path, int8: bool = False, sin
                   "edge_pace.feature_dim": dim, "edge_pace.window_seconds": win, "edge_pace.hop_seconds": hop,
                   "edge_pace.min_samples": min_samples, "edge_pace.backbone": cfg.get("backbone"),
                   "edge_pace.input": "wave: float32 [batch, samples], mono, peak-normalised inside",
-                  "edge_pace.output": "z: float32 [batch, feature_dim], ReLU(random projection of the embedding)"}
+                  "edge_pace.output": "z: float32 [batch, feature_dim], ReLU(random projection of the (standardised) embedding)"}
     files = {B.EMBEDDER: add_metadata(fp32, essentials)}
     quant = None
     if int8:
@@ -273,9 +308,10 @@ def export_bundle(source: ExportSource, out: str | Path, int8: bool = False, sin
         "package_version": __version__, "opset": OPSET,
         "sample_rate": sr, "window_seconds": win, "hop_seconds": hop, "min_samples": min_samples,
         "feature_dim": dim, "labels": list(source.classifier.classes), "gamma": source.classifier.gamma,
+        "gamma_prior": float(cfg.get("gamma_prior", source.classifier.gamma)), "calibration": cfg.get("calibration"),
         "backbone": {"name": cfg.get("backbone"), "licence": info.licence if info else None,
                      "embed_dim": int(backbone.embed_dim)},
-        "projection": cfg.get("projection"), "pace": cfg.get("pace"), "adapted": cfg.get("adapted", True),
+        "projection": source.projection.describe() if hasattr(source.projection, "describe") else cfg.get("projection"), "pace": cfg.get("pace"), "adapted": cfg.get("adapted", True),
         "parity": parity, "quantization": quant, "export_seconds": round(time.perf_counter() - t0, 2),
     }
     path = B.write_bundle(out, files, manifest, single_file=single_file)

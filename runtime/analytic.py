@@ -42,7 +42,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-GAMMA_GRID = tuple(10.0**k for k in range(-8, 9))
+from edge_pace.runtime.gamma import DEFAULT_CRITERION, GAMMA_GRID, GammaSearch, select_gamma
+
 DRIFT_TOLERANCE = 1e-10  # backward error of R above which ``drift()`` calls for a refit
 MAX_PENDING = 64  # pending low-rank rows before they are folded into R (fold cost ~ 2 MAX_PENDING D^2 flops)
 _STATE_ERROR = "classifier state contains NaN/Inf; reload the last saved state or call refit()"
@@ -101,13 +102,6 @@ class AnalyticClassifier:
         return self._R, self._P
 
     # ------------------------------------------------------------------ learning
-    def _ensure_classes(self, labels: Sequence[str]) -> None:
-        new = [c for c in dict.fromkeys(labels) if c not in self.classes]
-        if new:
-            self.W = np.hstack([self.W, np.zeros((self.dim, len(new)))])
-            self.classes.extend(new)
-            self.counts.extend([0] * len(new))
-
     def learn(self, Z: np.ndarray, labels: Sequence[str] | str, chunk: int = 1024,
               groups: Sequence[int] | np.ndarray | None = None) -> "AnalyticClassifier":
         """Recursive update with a batch of any size; unseen labels become new classes. ``groups`` (optional,
@@ -245,7 +239,7 @@ class AnalyticClassifier:
         if set(self.features) != set(self.classes):
             raise ValueError("refit needs the stored features of every class")
         if not self.classes:
-            self.R = np.eye(self.dim) / self.gamma
+            self.R, self.W = np.eye(self.dim) / self.gamma, np.zeros((self.dim, 0))
             return self
         Z = np.vstack([np.vstack(self.features[c]) for c in self.classes]).astype(np.float64)
         y = np.concatenate([np.full(sum(len(f) for f in self.features[c]), i) for i, c in enumerate(self.classes)])
@@ -256,6 +250,48 @@ class AnalyticClassifier:
         self.R = 0.5 * (R + R.T)
         self.W = self.R @ (Z.T @ Y)
         return self
+
+    def stored(self) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """All stored feature rows [n, D], their labels and clip groups (class order)."""
+        if set(self.features) != set(self.classes):
+            raise ValueError("this needs the stored features of every class (keep_features=True)")
+        if not self.classes:
+            return np.zeros((0, self.dim), np.float32), [], np.zeros(0, np.int64)
+        Z = np.vstack([f for c in self.classes for f in self.features[c]])
+        labels = [c for c in self.classes for f in self.features[c] for _ in range(len(f))]
+        groups = np.concatenate([g for c in self.classes for g in self.groups[c]])
+        return Z, labels, groups
+
+    def n_clips(self) -> int:
+        """Number of stored clips (groups)."""
+        return len(np.unique(np.concatenate([g for gs in self.groups.values() for g in gs]))) if self.groups else 0
+
+    def set_gamma(self, gamma: float) -> "AnalyticClassifier":
+        """Change gamma and refactorise R and W exactly from the stored features (no-op when unchanged)."""
+        if not (np.isfinite(gamma) and gamma > 0):
+            raise ValueError(f"gamma must be a positive finite number, got {gamma}")
+        if float(gamma) == self.gamma:
+            return self
+        if self.classes and set(self.features) != set(self.classes):
+            raise ValueError("changing gamma needs the stored features of every class (keep_features=True)")
+        old = self.gamma
+        self.gamma = float(gamma)
+        try:
+            self.refit()
+        except Exception:
+            self.gamma = old
+            raise
+        return self
+
+    def choose_gamma(self, prior: float | None = None, grid: Sequence[float] = GAMMA_GRID,
+                     criterion: str = DEFAULT_CRITERION) -> GammaSearch:
+        """Re-choose gamma by closed-form leave-one-clip-out error over ``grid`` from the stored features and
+        clip groups (runtime/gamma.py) and refactorise exactly when it changes. With too few clips (fewer than
+        two classes of two clips) gamma becomes ``prior`` (default: the current gamma)."""
+        Z, labels, groups = self.stored()
+        found = select_gamma(Z, labels, groups, grid, criterion, prior=self.gamma if prior is None else prior)
+        self.set_gamma(found.gamma)
+        return found
 
     # ------------------------------------------------------------------ inference
     def scores(self, Z: np.ndarray) -> np.ndarray:
@@ -383,31 +419,3 @@ def joint_ridge(Z: np.ndarray, y: Sequence[int], n_classes: int, gamma: float) -
     Y = np.zeros((len(Z), n_classes))
     Y[np.arange(len(Z)), np.asarray(y)] = 1.0
     return np.linalg.solve(Z.T @ Z + gamma * np.eye(Z.shape[1]), Z.T @ Y)
-
-
-def select_gamma(Z: np.ndarray, labels: Sequence[str], grid: Sequence[float] = GAMMA_GRID,
-                 val_fraction: float = 0.2, seed: int = 0) -> tuple[float, dict[float, float]]:
-    """RanPAC-style gamma search: fit on a stratified-at-random 80 % split, score accuracy on the other 20 %.
-    One eigendecomposition serves the whole grid. Ties go to the larger (more stable) gamma."""
-    Z = np.asarray(Z, dtype=np.float64)
-    labels = np.asarray([str(x) for x in labels])
-    classes, y = np.unique(labels, return_inverse=True)
-    rng = np.random.default_rng(seed)
-    val = np.zeros(len(Z), dtype=bool)
-    for k in range(len(classes)):
-        idx = rng.permutation(np.flatnonzero(y == k))
-        val[idx[: int(round(len(idx) * val_fraction))]] = True
-    if val.sum() == 0 or (~val).sum() == 0:
-        raise ValueError("gamma search needs at least two examples per class (train and held-out)")
-    Zt, Zv = Z[~val], Z[val]
-    Y = np.zeros((len(Zt), len(classes)))
-    Y[np.arange(len(Zt)), y[~val]] = 1.0
-    lam, V = np.linalg.eigh(Zt.T @ Zt)
-    B = V.T @ (Zt.T @ Y)
-    ZvV = Zv @ V
-    acc = {}
-    for g in grid:
-        pred = np.argmax(ZvV @ (B / (lam + g)[:, None]), axis=1)
-        acc[float(g)] = float(np.mean(pred == y[val]))
-    best = max(acc.values())
-    return max(g for g, a in acc.items() if a == best), acc

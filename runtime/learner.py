@@ -37,6 +37,14 @@ is touched, and the classifier update itself computes new arrays and swaps them 
 Numerical drift: every DRIFT_CHECK_ROWS learned windows the learner estimates the recursive classifier's
 rounding drift and refits exactly from the stored features if it exceeds DRIFT_TOLERANCE (runtime/analytic.py).
 
+Regularisation: the ridge gamma is re-chosen on the device (runtime/gamma.py) by closed-form
+leave-one-clip-out error from the stored features, after a change of the class set or once the stored clips
+have grown by 25 % (``AutoGamma``); changing it refactorises R and W exactly, so learning stays equal to the
+joint ridge solution at the gamma in use. With fewer than two classes of two clips the bundle's prior
+(manifest ``gamma_prior``, else ``gamma``) is used. ``Learner.load(..., gamma=1e3)`` or ``pin_gamma`` fixes it;
+``choose_gamma()`` re-chooses now. The rule and its last choice are saved with the state; states saved before
+this rule load with it switched on and are re-chosen at their next change.
+
 Threads: one ``RLock`` serialises state changes (learn, forget, save, refit). Predictions read an
 immutable snapshot (W, R, classes, stored features, version) published after each change, so they never
 block on a learn and always see one consistent state; ONNX Runtime's ``run`` is thread-safe.
@@ -57,6 +65,7 @@ import numpy as np
 
 from edge_pace.runtime import bundle as B
 from edge_pace.runtime.analytic import DRIFT_TOLERANCE, AnalyticClassifier, loo_scores
+from edge_pace.runtime.gamma import AutoGamma, GammaSearch
 from edge_pace.runtime.audio import AudioError, check_duration, check_rate, load_audio, n_samples, prepare, resample
 from edge_pace.runtime.embedder import (DEFAULT_THREADS, MAX_BATCH, EmbedderError, OnnxEmbedder, frame, frames,
                                         level_dbfs, release_free_memory)
@@ -123,7 +132,8 @@ class Learner:
                  bundle_path: Path | None = None, state_origin: str = "", unknown: bool = True,
                  unknown_quantile: float = DEFAULT_QUANTILE, unknown_threshold: float | None = None,
                  temperature: float = DEFAULT_TEMPERATURE, gate_dbfs: float | None = DEFAULT_GATE_DBFS,
-                 max_clip_seconds: float | None = DEFAULT_MAX_CLIP_SECONDS) -> None:
+                 max_clip_seconds: float | None = DEFAULT_MAX_CLIP_SECONDS, gamma: float | str = "auto",
+                 gamma_rule: AutoGamma | None = None) -> None:
         self.embedder = embedder
         self.manifest = manifest
         self.bundle_path = bundle_path
@@ -146,6 +156,14 @@ class Learner:
             raise ValueError(f"max_clip_seconds must be > 0 seconds or None, got {max_clip_seconds!r}")
         self.temperature, self.gate_dbfs, self.max_clip_seconds = float(temperature), gate_dbfs, max_clip_seconds
         self._clf = classifier
+        prior = float(manifest.get("gamma_prior", manifest.get("gamma", classifier.gamma)))
+        self.gamma_rule = gamma_rule if gamma_rule is not None else AutoGamma(prior=prior)
+        if gamma != "auto":
+            if isinstance(gamma, str) or not (isinstance(gamma, (int, float)) and np.isfinite(gamma) and gamma > 0):
+                raise ValueError(f"gamma must be 'auto' or a positive number (pinned), got {gamma!r}")
+            self.gamma_rule.pinned = float(gamma)
+            classifier.set_gamma(float(gamma))
+        self.gamma_search: GammaSearch | None = None  # the last automatic choice made by this learner
         self._lock = threading.RLock()
         self._unchecked_rows = 0
         self.refits = 0  # automatic refits made by the drift guard
@@ -162,7 +180,8 @@ class Learner:
         device); ``providers`` default to CUDA+CPU when onnxruntime offers CUDA, else CPU. ``state``: None =
         the bundle's learned state if present, else its exported classifier; a path = that state file
         (must exist); False = ignore learned state. ``settings``: unknown, unknown_quantile,
-        unknown_threshold, temperature, gate_dbfs, max_clip_seconds (see the module docstrings).
+        unknown_threshold, temperature, gate_dbfs, max_clip_seconds (see the module docstrings), gamma ("auto",
+        the default, or a number to pin it; see "Regularisation" in the module docstring).
         """
         bundle = B.open_bundle(bundle_path, verify=True)
         m = bundle.manifest
@@ -185,7 +204,8 @@ class Learner:
         if state is None:
             state = default_state if default_state.is_file() else False
         if state is False:
-            clf, _ = read_state(bundle.read(B.CLASSIFIER), f"{bundle.path}/{B.CLASSIFIER}")
+            clf, meta = read_state(bundle.read(B.CLASSIFIER), f"{bundle.path}/{B.CLASSIFIER}")
+            meta = {}  # the exported classifier carries no device rule: the bundle's prior, automatic
             origin = B.CLASSIFIER
         else:
             spath = Path(state)
@@ -201,6 +221,8 @@ class Learner:
             origin = str(spath)
         if clf.dim != dim:
             raise StateError(f"{origin}: classifier feature dimension {clf.dim} != the bundle's {dim}")
+        prior = float(m.get("gamma_prior", m.get("gamma", clf.gamma)))
+        settings.setdefault("gamma_rule", AutoGamma.from_metadata(meta, prior, clf.gamma))
         learner = cls(embedder, clf, m, default_state, bundle_path=bundle.path, state_origin=origin, **settings)
         del bundle  # a zip bundle holds every file in memory
         release_free_memory()
@@ -307,6 +329,7 @@ class Learner:
         with self._lock:
             self._clf.learn(z, label, groups=np.zeros(len(z), np.int64))
             self._guard_drift(len(z))
+            self._update_gamma()
             self._publish()
         return self
 
@@ -348,6 +371,7 @@ class Learner:
         with self._lock:
             self._clf.learn(np.concatenate(Z), Y, groups=np.asarray(G, np.int64))
             self._guard_drift(len(Y))
+            self._update_gamma()
             self._publish()
         return self
 
@@ -374,6 +398,42 @@ class Learner:
             if label not in self._clf.classes:
                 raise KeyError(f"unknown class {label!r}; known: {self._clf.classes}")
             self._clf.forget(label)
+            self._update_gamma()
+            self._publish()
+        return self
+
+    def _update_gamma(self, force: bool = False) -> None:
+        """The automatic gamma rule (runtime/gamma.py AutoGamma) after a change; a failure keeps the state."""
+        try:
+            found = self.gamma_rule.update(self._clf, force)
+        except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
+            log.warning("gamma selection failed (%s); keeping gamma %g", exc, self._clf.gamma)
+            return
+        if found is not None:
+            self.gamma_search = found
+
+    @property
+    def gamma(self) -> float:
+        """The ridge regularisation in use (chosen automatically unless pinned)."""
+        return self._clf.gamma
+
+    def choose_gamma(self) -> GammaSearch | None:
+        """Re-choose gamma now by leave-one-clip-out (refactorises exactly when it changes). None when pinned or
+        when the classifier keeps no features."""
+        with self._lock:
+            self._update_gamma(force=True)
+            self._publish()
+            return self.gamma_search
+
+    def pin_gamma(self, gamma: float | None) -> "Learner":
+        """Fix gamma (refactorises exactly), or None to return to the automatic choice."""
+        with self._lock:
+            if gamma is not None and not (np.isfinite(gamma) and gamma > 0):
+                raise ValueError(f"gamma must be a positive finite number or None, got {gamma!r}")
+            self.gamma_rule.pinned = None if gamma is None else float(gamma)
+            if gamma is None:
+                self.gamma_rule.chosen((), 0)  # due at once
+            self._update_gamma()
             self._publish()
         return self
 
@@ -440,7 +500,8 @@ class Learner:
     # ------------------------------------------------------------------ state
     def state_metadata(self) -> dict[str, str]:
         return {"runtime": STATE_RUNTIME, "embedder": self.embedder.name, "embedder_sha256": self.embedder.sha256,
-                "feature_dim": str(self.feature_dim), "sample_rate": str(self.sample_rate)}
+                "feature_dim": str(self.feature_dim), "sample_rate": str(self.sample_rate),
+                **self.gamma_rule.metadata()}
 
     def save(self, path: str | Path | None = None) -> Path:
         """Write the state atomically (temp file, fsync, rename): safetensors, versioned, checksummed, tied to

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edge_pace.runtime.analytic import AnalyticClassifier, joint_ridge, select_gamma
+from edge_pace.runtime.analytic import AnalyticClassifier, joint_ridge
 
 
 def _data(n=240, d=48, k=6, seed=0):
@@ -107,19 +107,6 @@ def test_bad_input_and_state_errors_leave_state_unchanged():
         AnalyticClassifier(4, gamma=0)
     with pytest.raises(RuntimeError, match="no class"):
         AnalyticClassifier(4).predict(np.ones((1, 4)))
-
-
-def test_select_gamma_picks_best_held_out_accuracy_and_the_larger_gamma_on_ties():
-    rng = np.random.default_rng(7)
-    y = rng.integers(0, 3, 90)
-    Z = np.hstack([np.eye(3)[y] * 0.5, rng.standard_normal((90, 60))])  # 3 useful dims, 60 noise dims
-    g, acc = select_gamma(Z, [str(v) for v in y], seed=0)
-    assert set(acc) == {10.0**k for k in range(-8, 9)}
-    best = max(acc.values())
-    assert acc[g] == best and g == max(k for k, v in acc.items() if v == best)
-    assert acc[1e8] < best  # over-regularised ridge is rejected
-    with pytest.raises(ValueError, match="two examples per class"):
-        select_gamma(Z[:2], ["a", "b"])
 
 
 def test_loo_scores_match_explicit_leave_one_out():

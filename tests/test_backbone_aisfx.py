@@ -6,7 +6,8 @@ import torch
 
 from edge_pace.backbones import BACKBONES, get_backbone
 from edge_pace.backbones import weights as W
-from edge_pace.runtime.analytic import AnalyticClassifier, select_gamma
+from edge_pace.runtime.analytic import AnalyticClassifier
+from edge_pace.runtime.gamma import select_gamma
 from sounds import SOX_CLASSES, sox_set
 
 
@@ -48,7 +49,7 @@ def test_unknown_backbone_and_bad_audio_errors():
 def _accuracy(model, train, test):
     with torch.no_grad():
         ea, eb = (model(torch.from_numpy(x)).numpy() for x in (train[0], test[0]))
-    gamma, _ = select_gamma(ea, train[1])
+    gamma = select_gamma(ea, train[1]).gamma
     clf = AnalyticClassifier(ea.shape[1], gamma).learn(ea, train[1])
     return float(np.mean([p == t for p, t in zip(clf.predict(eb), test[1])]))
 

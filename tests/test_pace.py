@@ -13,7 +13,7 @@ from edge_pace.backbones.aisfx_cnn import AisfxCNN
 from edge_pace.checkpoint import CheckpointError, load_adapted_model, load_checkpoint, save_checkpoint
 from edge_pace.config import PaceConfig
 from edge_pace.lora import lora_layers, unlearned
-from edge_pace.pace import PaceLearner, break_gamma_tie, choose_l_tune
+from edge_pace.pace import PaceLearner, choose_l_tune
 from edge_pace.subspace import collect_inputs
 
 SR = 44100
@@ -53,15 +53,6 @@ def test_choose_l_tune_follows_the_papers_indexing() -> None:
     assert choose_l_tune([0.99, 0.94, 0.95], 0.94) == 3  # equal is not below; none below -> last block
     with pytest.raises(ValueError):
         choose_l_tune([], 0.94)
-
-
-def test_gamma_tie_break() -> None:
-    acc = {1e-2: 0.5, 1e-1: 1.0, 1.0: 1.0, 10.0: 1.0, 100.0: 1.0, 1e3: 0.9}
-    assert break_gamma_tie(100.0, acc, "largest") == 100.0
-    assert break_gamma_tie(100.0, acc, "middle") == 1.0  # lower median of 0.1, 1, 10, 100
-    assert break_gamma_tie(10.0, {1.0: 0.2, 10.0: 0.9}, "middle") == 10.0
-    with pytest.raises(ValueError, match="tie rule"):
-        break_gamma_tie(1.0, acc, "random")
 
 
 # ---- the learner --------------------------------------------------------------------------------------
@@ -149,7 +140,10 @@ def test_checkpoint_round_trip_and_resume(tmp_path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left behind
     cfgd = json.loads((folder / "config.json").read_text())
     assert cfgd["sessions_done"] == 2 and cfgd["window_seconds"] == 1.0 and cfgd["hop_seconds"] == 0.5
-    assert cfgd["projection"] == {"in_dim": 32, "dim": 64, "seed": 0} and cfgd["sample_rate"] == SR
+    proj = cfgd["projection"]
+    assert {k: proj[k] for k in ("in_dim", "dim", "seed", "standardized")} == {"in_dim": 32, "dim": 64, "seed": 0,
+                                                                                "standardized": True}
+    assert len(proj["mean"]) == len(proj["scale"]) == 32 and min(proj["scale"]) > 0 and cfgd["sample_rate"] == SR
     assert PaceConfig.from_dict(cfgd["pace"]) == cfg
 
     test_waves = np.concatenate([_tones(0, seed=5)[0], _tones(1, seed=5)[0]])
