@@ -76,7 +76,7 @@ def _target_sessions(sessions: str, n_sessions: int) -> int:
 def adapt(
     data: Path = typer.Option(..., "--data", help="Dataset root folder."),
     kind: str = typer.Option("folder", "--kind", help="Dataset kind: esc50, us8k, sc2, timit2, timit3, vocalset, "
-                             "vocalset_technique, folder, synth or synth:<benchmark>."),
+                             "vocalset_technique, folder, synth or synth:<benchmark>, real."),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint folder (written after every session; an "
                              "existing one is continued)."),
     backbone: str = typer.Option("aisfx", help="Backbone name (see `edge-pace backbones`)."),
@@ -210,7 +210,8 @@ def bench(
                                                    "benchmarks (default: environment, keywords, speakers, "
                                                    "instruments)."),
     kind: Optional[str] = typer.Option(None, "--kind", help="Run one real dataset of this kind (esc50, us8k, sc2, "
-                                       "timit2, timit3, vocalset, folder, ...) at --data instead of synthetic ones."),
+                                       "timit2, timit3, vocalset, folder, real, ...) at --data instead of "
+                                       "synthetic ones."),
     scale: float = typer.Option(1.0, help="Scale for rendering missing synthetic benchmarks (clips per class x S)."),
     e0: Optional[int] = typer.Option(None, help="FSA epochs (default: PaceConfig's)."),
     train_per_class: Optional[int] = typer.Option(None, help="Use at most N training clips per class (seeded)."),

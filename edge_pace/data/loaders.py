@@ -1,6 +1,7 @@
-"""Dataset loaders: the paper's six benchmarks in their standard on-disk layouts, folder-per-class, and
-the synthetic corpus written by ``edge-pace data synth``. Loaders only list files (no decoding);
-:func:`read_clips` decodes them (through ``edge_pace.runtime.audio.load_audio``: mono, resampled).
+"""Dataset loaders: the paper's six benchmarks in their standard on-disk layouts, folder-per-class, the
+synthetic corpus written by ``edge-pace data synth`` and the real recordings of ``edge-pace data real``.
+Loaders only list files (no decoding); :func:`read_clips` decodes them (through
+``edge_pace.runtime.audio.load_audio``: mono, resampled).
 
 Every loader returns ``list[Clip]`` sorted by path, with absolute paths, ``split`` in {"train", "test"}
 and ``group`` = what held-out splitting is based on (fold, speaker, singer, source). Files named by
@@ -46,6 +47,10 @@ Splits (the paper gives no class-incremental split for these corpora; these are 
   ``source`` -> group, ``benchmark``), as ``edge-pace data synth`` writes into ``OUT/<benchmark>/``.
   ``synth:<benchmark>`` with ROOT = OUT reads ``OUT/<benchmark>/manifest.csv`` (or keeps only that
   benchmark's rows of ``ROOT/manifest.csv``). Without a manifest: the ``folder`` layout.
+* ``real``   ``ROOT/manifest.csv`` as ``edge-pace data real OUT`` writes into ``OUT/real/`` (same columns as
+  ``synth``; ROOT may be ``OUT`` or ``OUT/real``). The split is the manifest's (test clips held out by drum
+  kit or velocity layer, prompt, recorded sample, recording file or surface: ``edge_pace.data.real``);
+  group = ``source``.
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ from edge_pace.runtime.audio import AudioError, load_audio
 
 log = logging.getLogger(__name__)
 
-KINDS = ("esc50", "us8k", "sc2", "timit2", "timit3", "vocalset", "vocalset_technique", "folder", "synth")
+KINDS = ("esc50", "us8k", "sc2", "timit2", "timit3", "vocalset", "vocalset_technique", "folder", "synth", "real")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
 SPLITS = ("train", "test")
 TRAIN_ALIASES = ("val", "valid", "validation", "dev")
@@ -359,7 +364,7 @@ def _load_folder(root: Path, strict: bool, kind: str = "folder") -> list[Clip]:
     return clips
 
 
-def _load_synth(root: Path, strict: bool, benchmark: str | None = None) -> list[Clip]:
+def _load_synth(root: Path, strict: bool, benchmark: str | None = None, kind: str = "synth") -> list[Clip]:
     manifest = root / "manifest.csv"
     if not manifest.is_file() and benchmark and (root / benchmark / "manifest.csv").is_file():
         root, manifest = root / benchmark, root / benchmark / "manifest.csv"  # OUT/<benchmark>/ (synth's layout)
@@ -392,8 +397,17 @@ def _load_synth(root: Path, strict: bool, benchmark: str | None = None) -> list[
             missing.append(str(path))
             continue
         clips.append(_clip(path, r["label"], split, r.get("source", "")))
-    _report_missing("synth", missing, strict)
+    _report_missing(kind, missing, strict)
     return clips
+
+
+def _load_real(root: Path, strict: bool) -> list[Clip]:
+    if not (root / "manifest.csv").is_file() and (root / "real" / "manifest.csv").is_file():
+        root = root / "real"  # OUT as given to `edge-pace data real OUT`
+    if not (root / "manifest.csv").is_file():
+        raise DatasetError(f"real: expected {root / 'manifest.csv'} or {root / 'real' / 'manifest.csv'} "
+                           "(written by `edge-pace data real OUT`)")
+    return _load_synth(root, strict, kind="real")
 
 
 def load_dataset(kind: str, root: str | Path, strict: bool = False) -> list[Clip]:
@@ -416,6 +430,7 @@ def load_dataset(kind: str, root: str | Path, strict: bool = False) -> list[Clip
         "vocalset_technique": lambda: _load_vocalset(root, strict, technique=True),
         "folder": lambda: _load_folder(root, strict),
         "synth": lambda: _load_synth(root, strict, option or None),
+        "real": lambda: _load_real(root, strict),
     }
     clips = sorted(loaders[base_kind](), key=lambda c: c.path)
     if not clips:

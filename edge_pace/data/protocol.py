@@ -45,6 +45,7 @@ BENCHMARK_PROTOCOLS: dict[str, dict] = {
     "vocalset_technique": {"base_fraction": 0.6, "inc": 2},
     "folder": {"base_fraction": 0.5},  # 5 incremental sessions, fewer when there are fewer classes
     "synth": {"base_fraction": 0.5},
+    "real": {"base_fraction": 0.5},  # edge-pace data real (20 classes): B10 + 5 x 2
 }
 
 
