@@ -202,7 +202,12 @@ def worker_compare(bundle: str, clips: dict, reps: int) -> dict:
     from edge_pace.export.exporter import Embedder, source_from_backbone
 
     proj = m.get("projection") or {}
-    src = source_from_backbone(m["backbone"]["name"], int(proj.get("dim", m["feature_dim"])), int(proj.get("seed", 0)))
+    from edge_pace.projection import RandomProjection
+
+    src = source_from_backbone(m["backbone"]["name"], int(proj.get("dim", m["feature_dim"])), int(proj.get("seed", 0)),
+                               gamma=1.0, standardize="none")
+    if "in_dim" in proj:
+        src.projection = RandomProjection.from_description(proj)  # the bundle's own statistics
     model = Embedder(src.backbone, src.projection).eval()
     with torch.inference_mode():
         ref = model(torch.from_numpy(xs[:8])).numpy()

@@ -339,8 +339,8 @@ class ACIL:
         labels = [str(x) for x in labels]
         cfg = self.config
         if self.classifier is None:
-            if cfg.standardize and len(labels) >= 2:  # session-0 statistics, as PACE and the export
-                mean, scale = embedding_stats(self.embedder.embed(waves, keys))
+            if cfg.standardize != "none" and len(labels) >= 2:  # session-0 statistics, as PACE and the export
+                mean, scale = embedding_stats(self.embedder.embed(waves, keys), cfg.standardize)
                 self.projection = RandomProjection(self.embedder.embed_dim, cfg.d_proj, cfg.proj_seed, mean, scale)
             self.classifier = AnalyticClassifier(cfg.d_proj, cfg.gamma_fallback, keep_features=True)
         self.classifier.learn(self.features(waves, keys), labels)

@@ -452,17 +452,20 @@ def write_outputs(results: Sequence[RunResult], spec: BenchSpec, info: dict[str,
 
 def synth_benchmarks(data: Path, names: Sequence[str], scale: float, seed: int = 0,
                      log: Callable[[str], None] = print) -> list[tuple[str, str, str]]:
-    """(name, kind, root) of synthetic benchmarks under ``data``; missing ones are rendered at ``scale``."""
+    """(name, kind, root) of offline benchmarks under ``data``: synthetic ones (missing ones are rendered at
+    ``scale``) and ``real`` (the real-recordings benchmark of ``edge-pace data real DATA``, which must exist)."""
     from edge_pace.data.synth import BENCHMARKS, synthesize
 
-    unknown = [n for n in names if n not in BENCHMARKS]
+    if "real" in names and not (data / "real" / "manifest.csv").is_file():
+        raise ValueError(f"no real-recordings benchmark in {data / 'real'}: build it with `edge-pace data real {data}`")
+    unknown = [n for n in names if n not in BENCHMARKS and n != "real"]
     if unknown:
         raise ValueError(f"unknown synthetic benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
-    missing = [n for n in names if not (data / n / "manifest.csv").is_file()]
+    missing = [n for n in names if n != "real" and not (data / n / "manifest.csv").is_file()]
     if missing:
         log(f"rendering missing benchmark(s) {missing} into {data} at scale {scale}")
         synthesize(data, benchmarks=missing, scale=scale, seed=seed, progress=False)
-    return [(n, f"synth:{n}", str(data)) for n in names]
+    return [("real", "real", str(data / "real")) if n == "real" else (n, f"synth:{n}", str(data)) for n in names]
 
 
 __all__ = ["BenchmarkData", "BenchSpec", "RunResult", "SYNTH_BENCHMARKS", "load_benchmark", "subsample",

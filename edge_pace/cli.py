@@ -88,11 +88,17 @@ def export_cmd(
     backbone: str = typer.Option("aisfx", help="Backbone for a frozen bundle (when no CKPT is given)."),
     dim: int = typer.Option(2048, help="Feature dimension D of a frozen bundle's random projection."),
     seed: int = typer.Option(0, help="Projection seed of a frozen bundle."),
-    int8: bool = typer.Option(False, "--int8", help="Also write embedder.int8.onnx (dynamic quantisation) "
+    int8: bool = typer.Option(False, "--int8", help="Also write embedder.int8.onnx (static int8 quantisation) "
                               "and record its agreement with fp32."),
     single_file: bool = typer.Option(False, "--single-file", help="Write the bundle as one zip archive."),
     audio: Optional[Path] = typer.Option(None, help="Folder of labelled clips (folder-per-class) used for the "
-                                         "parity check and the int8 figures."),
+                                         "parity check and the int8 figures, and for a frozen bundle as its "
+                                         "calibration audio (conditioning statistics, gamma prior). Default for "
+                                         "the calibration: the rendered default set (export/calibration.py)."),
+    gamma: Optional[float] = typer.Option(None, help="Fix a frozen bundle's gamma prior instead of choosing it "
+                                          "by leave-one-clip-out on the calibration audio."),
+    standardize: str = typer.Option("scalar", help="Conditioning of a frozen bundle's embedding before the "
+                                    "projection: scalar (default), dims or none (edge_pace/projection.py)."),
     tolerance: float = typer.Option(1e-4, help="Maximum relative feature error ONNX vs PyTorch."),
 ) -> None:
     """Merge the adapters, export one ONNX embedder (waveform in, features out), verify it and write the bundle."""
@@ -101,9 +107,26 @@ def export_cmd(
     from edge_pace.export import exporter
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    if gamma is not None and not gamma > 0:
+        fail(f"--gamma must be a positive number, got {gamma}")
+    calibration = None
+    if audio is not None and not ckpt:
+        from edge_pace.backbones import BACKBONES
+        from edge_pace.export.calibration import folder_calibration
+
+        info = BACKBONES.get(backbone)
+        rate = getattr(info, "sample_rate", None) or 44100
+        try:
+            calibration = folder_calibration(audio, int(rate))
+        except (FileNotFoundError, ValueError) as exc:
+            fail(str(exc))
     try:
-        source = exporter.source_from_checkpoint(ckpt) if ckpt else exporter.source_from_backbone(backbone, dim, seed)
-    except FileNotFoundError as exc:
+        if ckpt:
+            source = exporter.source_from_checkpoint(ckpt)
+        else:
+            source = exporter.source_from_backbone(backbone, dim, seed, gamma=gamma, calibration=calibration,
+                                                   standardize=standardize, log=lambda m: typer.echo(m, err=True))
+    except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     clips = labels = None
     if audio is not None:

@@ -206,9 +206,9 @@ def bench(
     methods: Optional[list[str]] = typer.Option(None, "--methods", "-m", help="Comma-separated methods (default: "
                                                 "all): finetune, simplecil, acil, ranpac, joint, pace, "
                                                 "pace-no-msa, pace-no-lreg, pace-naive-fsa."),
-    benchmarks: Optional[list[str]] = typer.Option(None, "--benchmarks", "-b", help="Comma-separated synthetic "
-                                                   "benchmarks (default: environment, keywords, speakers, "
-                                                   "instruments)."),
+    benchmarks: Optional[list[str]] = typer.Option(None, "--benchmarks", "-b", help="Comma-separated offline "
+                                                   "benchmarks: environment, keywords, speakers, instruments "
+                                                   "(the default) and real (built by `edge-pace data real`)."),
     kind: Optional[str] = typer.Option(None, "--kind", help="Run one real dataset of this kind (esc50, us8k, sc2, "
                                        "timit2, timit3, vocalset, folder, real, ...) at --data instead of "
                                        "synthetic ones."),

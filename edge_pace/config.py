@@ -85,8 +85,9 @@ class PaceConfig:
     gamma_grid: tuple[float, ...] = GAMMA_GRID
     gamma_criterion: str = GAMMA_CRITERION
     gamma_fallback: float = 1.0  # prior while there are too few clips (fewer than two classes of two clips)
-    # standardise the backbone embedding (session-0 statistics) before the random projection (edge_pace/projection.py)
-    standardize: bool = True
+    # condition the backbone embedding (session-0 statistics) before the random projection (edge_pace/projection.py):
+    # "scalar" (RMS scale: z is O(1), gamma portable), "dims" (per-dimension z-scoring, measured worse), "none"
+    standardize: str = "scalar"
     keep_features: bool = True  # the classifier keeps z per class, so the device can forget a class exactly
 
     # ---- ablations ----------------------------------------------------------------------------------
@@ -112,6 +113,7 @@ class PaceConfig:
 
         need(self.head in ("cosine", "linear"), "head", "'cosine' or 'linear'")
         need(self.gamma_criterion in GAMMA_CRITERIA, "gamma_criterion", f"one of {GAMMA_CRITERIA}")
+        need(self.standardize in ("scalar", "dims", "none"), "standardize", "'scalar', 'dims' or 'none'")
         for name in ("lr_head", "lr_backbone", "msa_lr", "lora_alpha", "head_scale"):
             v = getattr(self, name)
             need(isinstance(v, (int, float)) and math.isfinite(v) and v > 0, name, "a positive number")

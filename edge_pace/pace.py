@@ -438,8 +438,8 @@ class PaceLearner:
         if cfg.use_msa and self.msa_samples_seen >= cfg.n_stop:
             self.frozen = True
         emb = self._embed(feats)
-        if session_index == 0 and cfg.standardize and len(emb) >= 2:  # statistics of the (adapted) embedding
-            mean, scale = embedding_stats(emb.float().cpu().numpy())
+        if session_index == 0 and cfg.standardize != "none" and len(emb) >= 2:  # of the (adapted) embedding
+            mean, scale = embedding_stats(emb.float().cpu().numpy(), cfg.standardize)
             self.projection = RandomProjection(self.embed_dim, cfg.d_proj, cfg.proj_seed, mean, scale).to(self.device)
         Z = self._project(emb)
         if self.classifier is None:

@@ -62,12 +62,12 @@ def source_from_checkpoint(ckpt: str | Path) -> ExportSource:
 def source_from_backbone(name: str = "aisfx", dim: int = 2048, seed: int = 0, gamma: float | None = None,
                          weights: str | None = None, pretrained: bool = True,
                          calibration: tuple[np.ndarray, list[str] | None, list[int]] | None = None,
-                         standardize: bool = True, log=print) -> ExportSource:
+                         standardize: str = "scalar", log=print) -> ExportSource:
     """A frozen-backbone bundle (no adaptation): every class is learned on the device (ACIL-style).
 
     ``calibration`` = (clips [n, S] at the backbone's rate, labels or None, clip groups), default: the
     rendered default set (export/calibration.py). Its embeddings give the projection's standardisation
-    (``standardize``) and, when labelled, the bundle's gamma prior by the device's own rule (leave-one-clip-out,
+    (``standardize``: "scalar", "dims" or "none", edge_pace/projection.py) and, when labelled, the bundle's gamma prior by the device's own rule (leave-one-clip-out,
     runtime/gamma.py); unlabelled clips give statistics only and the prior comes from the default set.
     ``gamma`` fixes the prior instead."""
     from edge_pace.backbones import get_backbone
@@ -83,7 +83,9 @@ def source_from_backbone(name: str = "aisfx", dim: int = 2048, seed: int = 0, ga
             return np.vstack([backbone(torch.from_numpy(np.ascontiguousarray(waves[i:i + 32]))).numpy()
                               for i in range(0, len(waves), 32)])
 
-    if calibration is None and (standardize or gamma is None):
+    if standardize not in ("scalar", "dims", "none"):
+        raise ValueError(f"standardize must be 'scalar', 'dims' or 'none', got {standardize!r}")
+    if calibration is None and (standardize != "none" or gamma is None):
         log("rendering the default calibration audio (export/calibration.py)")
         calibration = default_calibration(sr)
     mean = scale = labels = None
@@ -92,8 +94,8 @@ def source_from_backbone(name: str = "aisfx", dim: int = 2048, seed: int = 0, ga
         waves, labels, groups = calibration
         emb = embed(waves)
         cal = {"clips": int(len(waves)), "labelled": labels is not None}
-        if standardize:
-            mean, scale = embedding_stats(emb)
+        if standardize != "none":
+            mean, scale = embedding_stats(emb, standardize)
     projection = RandomProjection(backbone.embed_dim, dim, seed, mean, scale)
     if gamma is None:
         if labels is None:
@@ -320,6 +322,15 @@ def export_bundle(source: ExportSource, out: str | Path, int8: bool = False, sin
     return path
 
 
+def _short_projection(p: dict | None) -> dict | None:
+    """The projection description without its per-dimension statistics (summarised)."""
+    if not p or "scale" not in p:
+        return p
+    scale = np.asarray(p["scale"], dtype=np.float64)
+    return {**{k: v for k, v in p.items() if k not in ("mean", "scale")},
+            "scale": f"{scale.min():.4g}..{scale.max():.4g}", "mean": f"|max| {np.abs(p['mean']).max():.4g}"}
+
+
 def describe(bundle_path: str | Path) -> str:
     """Readable summary of a bundle's manifest, with checksum verification (for ``edge-pace info``)."""
     bundle = B.open_bundle(bundle_path, verify=False)
@@ -330,7 +341,9 @@ def describe(bundle_path: str | Path) -> str:
              f"backbone     {json.dumps(m.get('backbone'))}",
              f"audio        {m['sample_rate']} Hz, window {m['window_seconds']} s, hop {m['hop_seconds']} s, "
              f"min {m['min_samples']} samples",
-             f"features     {m['feature_dim']} (projection {json.dumps(m.get('projection'))})",
+             f"features     {m['feature_dim']} (projection {json.dumps(_short_projection(m.get('projection')))})",
+             f"gamma        {m.get('gamma')} (device prior {m.get('gamma_prior', m.get('gamma'))}; re-chosen on the "
+             f"device by leave-one-clip-out; calibration {json.dumps(m.get('calibration'))})",
              f"labels       {len(m['labels'])}: {', '.join(m['labels'][:20])}{' …' if len(m['labels']) > 20 else ''}",
              f"parity       max abs {m['parity']['max_abs']:.2e}, max rel {m['parity']['max_rel']:.2e} "
              f"(tolerance {m['parity']['tolerance']:g})" if m.get("parity") else "parity       -",

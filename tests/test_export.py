@@ -22,7 +22,8 @@ def real_clips():
 @pytest.fixture(scope="module")
 def frozen_bundle(tmp_path_factory, real_clips):
     torch.set_num_threads(2)
-    source = exporter.source_from_backbone("aisfx", dim=256, seed=1)
+    source = exporter.source_from_backbone("aisfx", dim=256, seed=1,  # labelled calibration: stats + gamma prior
+                                           calibration=(real_clips[0], real_clips[1], list(range(len(real_clips[1])))))
     # the classifier knows the 4 classes so int8 top-1 agreement is measurable
     with torch.no_grad():
         z = source.projection(source.backbone(torch.from_numpy(real_clips[0]))).numpy()
@@ -90,7 +91,7 @@ def test_failed_parity_writes_nothing_and_keeps_the_old_bundle(frozen_bundle, tm
     shutil.copytree(out, target)
     before = {p.name: p.read_bytes() for p in target.iterdir()}
     torch.manual_seed(0)  # the tiny ViT exports in seconds; tolerance 0 forces the refusal
-    source = exporter.source_from_backbone("eat-tiny", dim=64, pretrained=False)
+    source = exporter.source_from_backbone("eat-tiny", dim=64, pretrained=False, gamma=1.0, standardize="none")
     with pytest.raises(exporter.ExportError, match=r"parity check failed .* batch 1 x 2800 samples"):
         exporter.export_bundle(source, target, tolerance=0.0, log=lambda m: None)
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
