@@ -245,10 +245,16 @@ class AnalyticClassifier:
         y = np.concatenate([np.full(sum(len(f) for f in self.features[c]), i) for i, c in enumerate(self.classes)])
         Y = np.zeros((len(Z), len(self.classes)))
         Y[np.arange(len(Z)), y] = 1.0
-        A = Z.T @ Z + self.gamma * np.eye(self.dim)
-        R = np.linalg.inv(A)
-        self.R = 0.5 * (R + R.T)
-        self.W = self.R @ (Z.T @ Y)
+        if 2 * len(Z) <= self.dim:  # few rows: Woodbury through the n x n Cholesky factor (O(n^2 D + n D^2))
+            L = np.linalg.cholesky(Z @ Z.T + self.gamma * np.eye(len(Z)))  # K = Z Z^T + gamma I = L L^T
+            X = np.linalg.solve(L, Z)  # R = (I - Z^T K^-1 Z) / gamma = (I - X^T X) / gamma
+            R = (np.eye(self.dim) - X.T @ X) / self.gamma
+        else:
+            R = np.linalg.inv(Z.T @ Z + self.gamma * np.eye(self.dim))
+        if not np.isfinite(R).all():
+            raise FloatingPointError("refit produced non-finite values; state left unchanged")
+        R = 0.5 * (R + R.T)
+        self.R, self.W = R, R @ (Z.T @ Y)
         return self
 
     def stored(self) -> tuple[np.ndarray, list[str], np.ndarray]:
