@@ -25,6 +25,7 @@ from gamma_bench import SYNTH, embed_benchmark  # noqa: E402
 
 from edge_pace.projection import RandomProjection, embedding_stats  # noqa: E402
 from edge_pace.runtime.analytic import AnalyticClassifier  # noqa: E402
+from edge_pace.runtime.openset import calibrate  # noqa: E402
 
 
 def auroc(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -135,6 +136,30 @@ def run(name: str, clips, e: np.ndarray, proj: RandomProjection, draws: int, hel
             tau = np.quantile(cal[s_], 0.05)  # the device's own threshold for a 5 % miss target
             out.setdefault(f"{s_}/dev_miss", []).append(float(np.mean(sk[s_] < tau)))
             out.setdefault(f"{s_}/dev_far", []).append(float(np.mean(su[s_] >= tau)))
+        # the runtime's own model (runtime/openset.py): per-class thresholds at a target miss rate
+        model = calibrate(clf.R, clf.W, clf.classes, clf.features, clf.groups)
+        for which, sel in (("k", te_k), ("u", te_u)):
+            Zs = z[sel]
+            S = Zs.astype(np.float64) @ clf.W
+            vals, kk = [], []
+            for i in range(len(Zs)):
+                k = int(np.argmax(S[i]))
+                vals.append(model.score(Zs[i:i + 1], S[i], k, clf.R)[0])
+                kk.append(clf.classes[k])
+            if which == "k":
+                dk, ck = np.array(vals), kk
+            else:
+                du, cu = np.array(vals), kk
+        out.setdefault("device/auroc", []).append(auroc(dk, du))
+        import edge_pace.runtime.openset as OS
+
+        for prior in (5, 50, 10**9):
+            OS.PRIOR_CLIPS = prior
+            for q in (0.01, 0.025, 0.05, 0.1):
+                th = model.thresholds(q)
+                out.setdefault(f"device{prior}@{q}/miss", []).append(float(np.mean(dk < np.array([th[c] for c in ck]))))
+                out.setdefault(f"device{prior}@{q}/far", []).append(float(np.mean(du >= np.array([th[c] for c in cu]))))
+        OS.PRIOR_CLIPS = 5
         acc = float(np.mean(np.array(clf.predict(z[te_k])) == labels[te_k]))
         out.setdefault("accuracy", []).append(acc)
         for s in sk:
@@ -172,6 +197,10 @@ def main(argv=None) -> int:
                    if f"{s}/dev_miss" in res else "")
             print(f"  {s:22s} AUROC {res[f'{s}/auroc'][0]:.3f}±{res[f'{s}/auroc'][1]:.3f}  FAR@5%miss "
                   f"{res[f'{s}/far@5'][0] * 100:5.1f}  FAR@10%miss {res[f'{s}/far@10'][0] * 100:5.1f}{dev}", flush=True)
+        for prior in (5, 50, 10**9):
+            print(f"  device (prior {prior}) AUROC {res['device/auroc'][0]:.3f}±{res['device/auroc'][1]:.3f}  " + "  ".join(
+                f"target {q * 100:g}%: miss {res[f'device{prior}@{q}/miss'][0] * 100:.1f} "
+                f"FAR {res[f'device{prior}@{q}/far'][0] * 100:.1f}" for q in (0.01, 0.025, 0.05, 0.1)), flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1))
     return 0

@@ -1,0 +1,137 @@
+"""Is this sound one of the learned classes? The device's open-set score, from the statistics it already keeps.
+
+Measured on held-out classes (benchmarks/openset_bench.py, README "Unknown sounds"), the ridge score alone
+separates known from never-learned sounds poorly (AUROC 0.86 on the real-recordings benchmark): a new sound
+lands somewhere in feature space and the linear ridge extrapolates a confident score. Two statistics the device
+has for free do better, and their sum best:
+
+    a = cosine similarity to the nearest stored example of the predicted class        (kNN, on z)
+    b = top ridge score - leverage z R z^T                                            (R = (Z^T Z + gamma I)^-1)
+
+The leverage is large for a window unlike anything enrolled (it measures how far z lies outside the span of the
+stored features, in their own metric), so b penalises extrapolation. Each is standardised by its leave-one-clip-
+out distribution over the enrolled windows (a: the nearest example of the same class in *another* clip; b: the
+closed-form leave-one-clip-out ridge score minus the held-out leverage h / (1 - h)), and the open-set score is
+``known = (a - mean_a) / sd_a + (b - mean_b) / sd_b``. Its leave-one-clip-out values per class give per-class
+thresholds: tau_c = the ``miss``-quantile of class c's values, shrunk toward the pooled quantile for classes with
+few clips (weight n_c / (n_c + PRIOR_CLIPS), PRIOR_CLIPS = 50: measured better than 5 or pooled only), so ``miss`` (the sensitivity: the target fraction of genuine sounds
+rejected) moves every threshold in the same, documented direction: a larger ``miss`` raises them.
+
+Background: windows enrolled as BACKGROUND (what to ignore: a TV, the fridge, speech) are ridge rows with an
+all-zero target (runtime/analytic.py) and stored references here: a window whose nearest stored example is a
+background window is unknown, whatever its class score.
+
+Cost: calibration O(n D^2 + sum_c n_c^2 D) once per state version (lazily, at the first prediction after a
+change); per window O(D^2) for the leverage (one matrix-vector product) + O(n_ref D) for the neighbours. At most
+MAX_REFERENCE windows per class are kept as neighbours (evenly spaced), which bounds the per-window cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge_pace.runtime.analytic import loo_scores
+
+BACKGROUND = "__background__"  # reserved label: what the device should ignore
+DEFAULT_MISS = 0.025  # target fraction of enrolled-like genuine sounds rejected ("sensitivity"); see README
+PRIOR_CLIPS = 50  # per-class thresholds lean on the pooled one with this weight (in clips), measured
+MAX_REFERENCE = 512  # stored windows per class used as neighbours
+MIN_CLIPS = 2  # classes with fewer clips have no held-out values: the pooled threshold applies
+
+
+def _unit(X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float64)
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+
+def _reference(rows: np.ndarray) -> np.ndarray:
+    if len(rows) > MAX_REFERENCE:
+        rows = rows[np.linspace(0, len(rows) - 1, MAX_REFERENCE).round().astype(int)]
+    return _unit(rows)
+
+
+def leverage(Z: np.ndarray, R: np.ndarray, P: np.ndarray | None = None) -> np.ndarray:
+    """z R z^T per row, with R = R_base - P^T P when pending factors P are given."""
+    Z = np.asarray(Z, dtype=np.float64)
+    h = np.einsum("ij,ij->i", Z @ R, Z)
+    if P is not None and len(P):
+        h -= np.sum((Z @ P.T) ** 2, axis=1)
+    return h
+
+
+@dataclass(frozen=True)
+class OpenSet:
+    """The calibrated open-set model of one classifier state (immutable; build it with ``calibrate``)."""
+
+    classes: tuple[str, ...]
+    references: dict[str, np.ndarray]  # unit-norm neighbour rows per class
+    background: np.ndarray  # unit-norm background rows [m, D] (m may be 0)
+    norm: tuple[float, float, float, float]  # mean_a, sd_a, mean_b, sd_b
+    held_out: dict[str, np.ndarray]  # leave-one-clip-out open-set scores of each class's enrolled windows
+    clips: dict[str, int]
+
+    def thresholds(self, miss: float = DEFAULT_MISS) -> dict[str, float]:
+        """Per-class thresholds for a target miss rate (0..1): higher ``miss``, higher thresholds."""
+        if not 0.0 <= miss <= 1.0:
+            raise ValueError(f"miss (the target fraction of genuine sounds rejected) must be in [0, 1], got {miss}")
+        parts = [v for c, v in self.held_out.items() if self.clips.get(c, 0) >= MIN_CLIPS]
+        pooled = float(np.quantile(np.concatenate(parts), miss)) if parts else -np.inf
+        out = {}
+        for c in self.classes:
+            n = self.clips.get(c, 0)
+            if n < MIN_CLIPS or c not in self.held_out:
+                out[c] = pooled
+            else:
+                w = n / (n + PRIOR_CLIPS)
+                out[c] = w * float(np.quantile(self.held_out[c], miss)) + (1 - w) * pooled
+        return out
+
+    def score(self, z: np.ndarray, ridge: np.ndarray, k: int, R: np.ndarray, P: np.ndarray | None = None
+              ) -> tuple[float, bool]:
+        """(open-set score of a clip's windows z [n, D] for predicted class index k, mean ridge scores
+        ``ridge`` [C]; whether its nearest stored example is background)."""
+        zu = _unit(z)
+        a = float(np.mean((zu @ self.references[self.classes[k]].T).max(axis=1)))
+        b = float(ridge[k]) - float(np.mean(leverage(z, R, P)))
+        ma, sa, mb, sb = self.norm
+        known = (a - ma) / sa + (b - mb) / sb
+        near_background = bool(len(self.background)) and float(np.mean((zu @ self.background.T).max(axis=1))) > a
+        return known, near_background
+
+
+def calibrate(R: np.ndarray, W: np.ndarray, classes: Sequence[str], features: dict[str, Sequence[np.ndarray]],
+              groups: dict[str, Sequence[np.ndarray]], P: np.ndarray | None = None) -> OpenSet:
+    """The open-set model of a state (arrays of an immutable snapshot; ``features``/``groups`` may hold
+    BACKGROUND rows, which become background references)."""
+    classes = tuple(classes)
+    loo = loo_scores(R, W, classes, {c: list(features[c]) for c in classes if c in features}, P,
+                     {c: list(groups[c]) for c in classes if c in groups})
+    A, B, refs, clips = {}, {}, {}, {}
+    for c in classes:
+        if c not in features:
+            continue
+        Z = np.vstack(features[c]).astype(np.float64)
+        g = np.concatenate(groups[c]) if c in groups else np.arange(len(Z))
+        clips[c] = len(np.unique(g))
+        refs[c] = _reference(Z)
+        h = leverage(Z, R, P)
+        B[c] = loo[c] - h / np.maximum(1.0 - h, 1e-9)
+        if clips[c] >= MIN_CLIPS:  # nearest example of the same class in another clip
+            U = _unit(Z)
+            sim = U @ U.T
+            sim[g[:, None] == g[None, :]] = -np.inf
+            A[c] = sim.max(axis=1)
+    if A:
+        a_all, b_all = np.concatenate(list(A.values())), np.concatenate([B[c] for c in A])
+        norm = (float(a_all.mean()), float(a_all.std()) + 1e-6, float(b_all.mean()), float(b_all.std()) + 1e-6)
+    else:  # no class has two clips yet: unit scales (thresholds are then the pooled fallback)
+        norm = (0.0, 1.0, 0.0, 1.0)
+    held = {c: (A[c] - norm[0]) / norm[1] + (B[c] - norm[2]) / norm[3] for c in A}
+    bg = np.vstack(features[BACKGROUND]) if BACKGROUND in features and len(features[BACKGROUND]) else None
+    return OpenSet(classes, refs, _reference(bg) if bg is not None else np.zeros((0, W.shape[0])), norm, held, clips)
+
+
+__all__ = ["BACKGROUND", "DEFAULT_MISS", "OpenSet", "calibrate", "leverage"]
