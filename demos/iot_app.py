@@ -7,11 +7,12 @@ Input: the microphone (default), a WAV/FLAC file (``--wav FILE``, ``--realtime``
 source) or a WAV stream on stdin (``--wav -``, e.g. ``arecord -f S16_LE -r 16000 | ...``).
 Events: one JSON object per line on stdout, or to any callback (``IotApp(on_event=...)``):
 ``detection`` (label, score, time), ``learned`` (label, clips, classes), ``error``, ``started``,
-``stopped``. Learning: put labelled clips in ``INBOX/<label>/*.wav``; a label folder whose files have
-not changed for ``--settle`` seconds is learned in one closed-form update (``Learner.learn_many``), the
-state is saved atomically at once (temp file, fsync, rename: a power cut leaves the old or the new state,
-never a broken one), and the clips move to ``INBOX/.done/<label>/<stamp>/`` (``.failed/`` with
-``reason.txt`` when they cannot be learned). The inbox is rescanned every ``--poll`` seconds, and at once
+``stopped``. The app is one live session (edge_pace.runtime.live: the state file's lock for the whole run,
+saving, the ``--seconds`` limit), as ``edge-pace listen`` is. Learning: put labelled clips in
+``INBOX/<label>/*.wav``; a label folder whose files have not changed for ``--settle`` seconds is learned in
+one closed-form update (``Learner.learn_many``), the state is saved atomically at once (temp file, fsync,
+rename: a power cut leaves the old or the new state, never a broken one), and the clips move to
+``INBOX/.done/<label>/<stamp>/`` (``.failed/`` with ``reason.txt`` when they cannot be learned). The inbox is rescanned every ``--poll`` seconds, and at once
 on SIGUSR1. SIGTERM/SIGINT stop cleanly (state saved).
 Memory is bounded, whatever the run time: audio moves in fixed blocks through a bounded queue
 (microphone) or one read buffer (WAV), the stream keeps fixed window buffers, and recent events sit in a
@@ -35,8 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_pace.runtime.learner import Learner
-from edge_pace.runtime.microphone import DeviceLost, Listener, Microphone
+from edge_pace.runtime.audio import downmix, pcm_to_float32
+from edge_pace.runtime.live import LiveSession
+from edge_pace.runtime.microphone import DeviceLost, Microphone
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
 
@@ -52,12 +54,8 @@ class IotApp:
     def __init__(self, bundle: str | Path, sample_rate: int, inbox: str | Path | None = None,
                  on_event: Callable[[dict], None] = print_event, state: str | Path | None = None,
                  settle: float = 1.0, history: int = 100, threads: int = 1) -> None:
-        state = Path(state) if state else None
-        self.learner = Learner.load(bundle, threads=threads,
-                                    **({"state": state if state.is_file() else False} if state else {}))
-        self.state_path = state or self.learner.state_path
-        self.saved_version = self.learner.version
-        self.listener = Listener(self.learner, sample_rate)
+        self.live = LiveSession.open(bundle, sample_rate, state=state or None, threads=threads)
+        self.learner, self.listener = self.live.learner, self.live.listener
         self.inbox = Path(inbox) if inbox else None
         self.settle = settle
         self.on_event = on_event
@@ -69,15 +67,23 @@ class IotApp:
         self.recent.append(event)
         self.on_event(event)
 
-    def feed(self, chunk: np.ndarray) -> None:
-        for event in self.listener.feed(chunk):  # detections (and errors: nothing is enrolled by sound here)
+    def feed(self, chunk: np.ndarray) -> bool:
+        """Feed audio; returns whether the session's time limit is reached."""
+        events, finished = self.live.feed(chunk)  # detections (and errors: nothing is enrolled by sound here)
+        for event in events:
             self.emit(event)
+        return finished
 
     def save(self) -> None:
-        """Write the state atomically when it changed since the last save."""
-        if self.learner.version != self.saved_version:
-            self.learner.save(self.state_path)
-            self.saved_version = self.learner.version
+        """Write the state atomically when it changed since the last save (OSError when it cannot)."""
+        self.live.save()
+
+    def close(self) -> None:
+        """Save (errors raise) and release the state lock."""
+        try:
+            self.live.save()
+        finally:
+            self.live.close()
 
     def scan_inbox(self) -> int:
         """Learn every settled label folder in the inbox; returns how many classes were learned."""
@@ -183,9 +189,7 @@ def stdin_wav(block_seconds: float = 0.1, timeout: float = 0.1) -> tuple[int, It
 
 
 def _to_float(data: bytes, dtype: str, channels: int) -> np.ndarray:
-    a = np.frombuffer(data, dtype=dtype).reshape(-1, channels)
-    a = a.astype(np.float32) / 32768.0 if dtype == "<i2" else a.astype(np.float32)
-    return a.mean(axis=1) if channels > 1 else a[:, 0]
+    return downmix(pcm_to_float32(np.frombuffer(data, dtype=dtype).reshape(-1, channels)))
 
 
 def file_wav(path: str, block_seconds: float = 0.1, realtime: bool = False) -> tuple[int, Iterator[np.ndarray]]:
@@ -200,7 +204,7 @@ def file_wav(path: str, block_seconds: float = 0.1, realtime: bool = False) -> t
         done = 0
         with f:
             for block in f.blocks(blocksize=int(block_seconds * rate), dtype="float32", always_2d=True):
-                yield block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+                yield downmix(block)
                 done += len(block)
                 if realtime:
                     time.sleep(max(0.0, start + done / rate - time.monotonic()))
@@ -215,7 +219,9 @@ def mic_source(mic: Microphone) -> Iterator[np.ndarray | None]:
 
 # ---------------------------------------------------------------------------------------------- main
 def run(app: IotApp, chunks: Iterator[np.ndarray | None], poll: float, seconds: float | None, flags: dict) -> None:
-    """The loop: rescan the inbox when asked (SIGUSR1) or every ``poll`` s, feed audio, stop when told."""
+    """The loop: rescan the inbox when asked (SIGUSR1) or every ``poll`` s, feed audio, stop when told or after
+    ``seconds`` of audio in all (None: no limit)."""
+    app.live.seconds = seconds
     app.scan_inbox()
     next_scan = time.monotonic() + poll
     for chunk in chunks:
@@ -226,10 +232,7 @@ def run(app: IotApp, chunks: Iterator[np.ndarray | None], poll: float, seconds: 
             next_scan = time.monotonic() + poll
         if chunk is None or not len(chunk):
             continue
-        if seconds is not None:
-            chunk = chunk[: max(0, int(round(seconds * app.listener.rate)) - app.listener.samples)]
-        app.feed(chunk)
-        if seconds is not None and app.listener.samples >= int(round(seconds * app.listener.rate)):
+        if app.feed(chunk):
             break
 
 
@@ -257,8 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         elif a.wav:
             rate, chunks = file_wav(a.wav, realtime=a.realtime)
         else:
-            device = int(a.device) if a.device and a.device.isdigit() else a.device
-            mic = Microphone(device).open()
+            mic = Microphone(a.device).open()  # a name, or an index as digits
             rate, chunks = mic.rate, mic_source(mic)
     except Exception as exc:  # no device, no sounddevice, unreadable file or stream
         print(f"error: {exc}", file=sys.stderr)
@@ -277,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if mic is not None:
             mic.close()
-        app.save()
+        app.close()
         app.emit({"event": "stopped", "time": round(app.listener.time_s, 3), "classes": app.learner.classes})
     return code
 

@@ -8,8 +8,9 @@ prints a detection. Ctrl-C (or --seconds) stops; the learned state is saved in t
 
 import argparse
 
+from edge_pace.runtime.enrol import Listener
 from edge_pace.runtime.learner import Learner
-from edge_pace.runtime.microphone import Listener, Microphone
+from edge_pace.runtime.microphone import Microphone
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("bundle")
@@ -21,8 +22,7 @@ parser.add_argument("--buffer-seconds", type=float, default=10.0, help="most aud
 args = parser.parse_args()
 
 learner = Learner.load(args.bundle)
-device = int(args.device) if args.device and args.device.isdigit() else args.device
-with Microphone(device, buffer_seconds=args.buffer_seconds) as mic:
+with Microphone(args.device, buffer_seconds=args.buffer_seconds) as mic:  # a name, or an index as digits
     listener = Listener(learner, mic.rate)
     listener.enrol(args.label, args.shots)
     print(f"listening on {mic.device.name} at {mic.rate} Hz: make the sound {args.label!r} {args.shots} times")

@@ -1,8 +1,11 @@
 """Crash-safe file replacement for the runtime's state files and bundles (POSIX; Linux for folder swaps).
 
-* ``atomic_write_bytes(path, data)``: a temporary file in the same folder, fsync, ``os.replace`` over the
-  target, fsync of the folder. A process killed at any moment leaves the old file or the new one, never a
-  mixture (rename(2) is atomic); a power cut after the call returns leaves the new one.
+* ``atomic_write(path, write)`` / ``atomic_write_bytes(path, data)``: a temporary file in the same folder
+  (``write(f)`` fills it), fsync, ``os.replace`` over the target, fsync of the folder. A process killed at
+  any moment leaves the old file or the new one, never a mixture (rename(2) is atomic); a power cut after
+  the call returns leaves the new one. Every single-file write of the project goes through it.
+* ``write_dir(out, files)``: a complete folder of files (name -> bytes), each fsynced, swapped in at ``out``
+  with ``atomic_replace_dir`` (bundles, checkpoints).
 * ``atomic_replace_dir(tmp, out)``: puts a complete folder ``tmp`` at ``out``. When ``out`` exists, Linux's
   ``renameat2(RENAME_EXCHANGE)`` swaps the two names in one atomic step (then the old copy is removed).
   Where that is unavailable (other systems, some file systems) two renames are used,
@@ -22,7 +25,9 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 AT_FDCWD = -100
 RENAME_EXCHANGE = 2
@@ -123,14 +128,15 @@ def temp_dir(target: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write temp file in the same folder, fsync, rename over the target, fsync the folder."""
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Atomically replace ``path`` with what ``write(f)`` writes to a binary file: temp file in the same folder,
+    fsync, rename over the target, fsync the folder. Returns the path."""
     path = Path(path)
     remove_stale(path)
     fd, tmp = temp_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -141,6 +147,28 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             pass
         raise
     fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """``atomic_write`` of bytes."""
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def write_dir(out: str | Path, files: dict[str, bytes]) -> Path:
+    """Put a folder holding ``files`` (name -> bytes, written in order and fsynced) at ``out`` atomically: a
+    temporary sibling folder swapped in with ``atomic_replace_dir``; removed again if anything fails."""
+    out = Path(out)
+    tmp = temp_dir(out)
+    try:
+        for name, data in files.items():
+            write_synced(tmp / name, data)
+        fsync_dir(tmp)
+        atomic_replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
 
 
 def _exchange(a: Path, b: Path) -> bool:

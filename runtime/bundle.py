@@ -1,7 +1,7 @@
 """The bundle: what ``edge-pace export`` writes and the runtime loads (a folder, or the same as one zip).
 
     embedder.onnx            waveform [batch, samples] at sample_rate -> features z [batch, feature_dim]
-    embedder.int8.onnx       optional, dynamically quantised
+    embedder.int8.onnx       optional, static int8 (QDQ) quantised, with its measured agreement
     classifier.safetensors   the analytic classifier as exported (see runtime/state.py)
     manifest.json            format, version, audio settings, labels, backbone, PACE settings, parity,
                              quantisation figures, sha256 and size of every file above
@@ -23,13 +23,11 @@ import json
 import math
 import os
 import re
-import shutil
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_pace.runtime.atomic import (atomic_replace_dir, file_sha256, fsync_dir, recover_dir, remove_stale, temp_dir,
-                                      temp_file, write_synced)
+from edge_pace.runtime.atomic import atomic_write, file_sha256, recover_dir, remove_stale, write_dir
 
 BUNDLE_FORMAT = "edge-pace-bundle"
 BUNDLE_VERSION = 1
@@ -216,28 +214,12 @@ def write_bundle(out: str | Path, files: dict[str, bytes], manifest: dict, singl
                     files={n: {"sha256": sha256_bytes(d), "bytes": len(d)} for n, d in files.items()})
     mbytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
     remove_stale(out)
+    contents = {**files, MANIFEST: mbytes}  # the manifest last
     if single_file:
-        fd, tmp = temp_file(out)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
-                    for name, data in {**files, MANIFEST: mbytes}.items():
-                        zf.writestr(name, data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        fsync_dir(out.parent)
-        return out
-    tmp = temp_dir(out)
-    try:
-        for name, data in {**files, MANIFEST: mbytes}.items():  # the manifest last
-            write_synced(tmp / name, data)
-        fsync_dir(tmp)
-        atomic_replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+        def write_zip(f) -> None:
+            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
+                for name, data in contents.items():
+                    zf.writestr(name, data)
+
+        return atomic_write(out, write_zip)
+    return write_dir(out, contents)

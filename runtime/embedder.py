@@ -1,7 +1,7 @@
 """The bundle's ONNX embedder under ONNX Runtime, and how the runtime cuts audio into the model's windows.
 
-Framing (``frame``), the one rule used by ``Learner.embed/learn/predict`` (the stream uses the same
-window and hop on its running signal):
+Framing (``frame``), the one rule used by ``Learner.embed/learn/predict`` through runtime/features.py (the
+stream cuts the same windows, window and hop, from its running signal):
 
 * shorter than ``min_samples`` (the embedder's minimum, 7168 samples = 0.16 s for aisfx): error naming it;
 * up to one window (bundle ``window_seconds``): zero-padded symmetrically to exactly one window, so a short
@@ -13,10 +13,6 @@ Why windows rather than the whole clip as one input (the CNN pools over time and
 stream classifies fixed windows, so learning from the same windows keeps the learned features and the
 test-time features identically distributed (same padding, same per-window peak normalisation, same
 receptive context). A long clip then gives several examples (one per window).
-
-Level (``level_dbfs``): 10 log10(mean x^2) of a window, i.e. RMS in dB relative to a full-scale square
-wave (a full-scale sine is -3.01 dBFS, digital silence -inf). The embedder peak-normalises every window,
-so without a level gate faint noise would be classified at full scale.
 """
 
 from __future__ import annotations
@@ -160,11 +156,3 @@ def frames(audio: np.ndarray, window: int, hop: int, min_samples: int, sample_ra
 def frame(audio: np.ndarray, window: int, hop: int, min_samples: int, sample_rate: int) -> np.ndarray:
     """Cut mono float32 audio at the bundle's rate into windows [n, window] (rule in the module docstring)."""
     return np.concatenate(list(frames(audio, window, hop, min_samples, sample_rate, batch=1 << 30)))
-
-
-def level_dbfs(windows: np.ndarray) -> np.ndarray:
-    """RMS level of each row in dBFS (full-scale square = 0 dB, full-scale sine = -3.01 dB, silence = -inf)."""
-    w = np.atleast_2d(np.asarray(windows, dtype=np.float32))
-    power = np.einsum("ij,ij->i", w, w, dtype=np.float64) / max(w.shape[1], 1)
-    with np.errstate(divide="ignore"):
-        return 10.0 * np.log10(power)

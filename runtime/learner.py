@@ -9,18 +9,15 @@
     lrn.forget("knock"); lrn.save()                    # exact forgetting; atomic, checksummed state
     events = lrn.stream(sample_rate=16000).feed(chunk)   # see runtime/stream.py
 
-Audio input (as Silero VAD, explicit rather than surprising): arrays need ``sample_rate`` (1 kHz to 1 MHz,
-resampled to the bundle's with soxr HQ); int16/int32 PCM and float64/float16 are converted to float32;
-2-D input is averaged over channels (runtime/audio.py); NaN/Inf, empty, 3-D+, non-numeric input, clips
-shorter than the embedder's minimum (0.16 s for aisfx) and clips longer than ``max_clip_seconds`` (default
-600 s, checked before any conversion or decoding, so hours of input cost nothing; ``stream`` takes
-recordings of any length) raise ``AudioError`` naming what was expected. Long clips are framed and embedded
-in batches of 16 windows, so memory beyond the decoded clip stays bounded.
-Framing into windows (short clips zero-padded to one window, long clips cut with the bundle's hop) is
-documented in runtime/embedder.py. Windows below the level gate (``gate_dbfs``, default -50 dBFS RMS) are
-not learned from and not classified: the embedder peak-normalises each window, which would lift silence
-to full scale. Learning audio that is entirely below the gate is an error; predicting it gives "unknown"
-with ``quiet=True``. Scores, probabilities and the calibrated unknown rule: runtime/unknown.py.
+Audio input (as Silero VAD, explicit rather than surprising; runtime/audio.py): arrays need ``sample_rate``
+(1 kHz to 1 MHz, resampled to the bundle's with soxr HQ); int16/int32 PCM and float64/float16 become float32;
+2-D input is averaged over channels; NaN/Inf, empty, 3-D+, non-numeric input, clips shorter than the embedder's
+minimum (0.16 s for aisfx) and clips longer than ``max_clip_seconds`` (default 600 s, checked before any
+conversion or decoding; ``stream`` takes recordings of any length) raise ``AudioError`` naming what was
+expected. Audio -> windows -> level gate -> features is runtime/features.py, the path streams take too: long
+clips are embedded in batches of 16 windows (bounded memory); windows below the level gate (``gate_dbfs``,
+default -50 dBFS RMS) are not learned from and not classified. Learning audio that is entirely below the gate
+is an error; predicting it gives "unknown" with ``quiet=True``. Scores and the unknown rule: runtime/unknown.py.
 
 State: learned state goes to ``state.safetensors`` in the bundle folder (beside a zip bundle), written
 atomically, versioned and checksummed (runtime/state.py), and tied to the embedder that produced its
@@ -58,20 +55,18 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from edge_pace.runtime import bundle as B
-from edge_pace.runtime.analytic import DRIFT_TOLERANCE, AnalyticClassifier, loo_scores
+from edge_pace.runtime.analytic import DRIFT_TOLERANCE, AnalyticClassifier
 from edge_pace.runtime.gamma import AutoGamma, GammaSearch
-from edge_pace.runtime.audio import AudioError, check_duration, check_rate, load_audio, n_samples, prepare, resample
-from edge_pace.runtime.embedder import (DEFAULT_THREADS, MAX_BATCH, EmbedderError, OnnxEmbedder, frame, frames,
-                                        level_dbfs, release_free_memory)
+from edge_pace.runtime.audio import AudioError, level_dbfs
+from edge_pace.runtime.embedder import DEFAULT_THREADS, EmbedderError, OnnxEmbedder, release_free_memory
+from edge_pace.runtime.features import FeaturePath, Gate
 from edge_pace.runtime.state import StateError, atomic_write_bytes, read_state, state_to_bytes
-from edge_pace.runtime.unknown import (DEFAULT_QUANTILE, DEFAULT_TEMPERATURE, UNKNOWN, Scores, pooled_loo, softmax,
-                                       threshold_from_loo)
+from edge_pace.runtime.unknown import DEFAULT_QUANTILE, DEFAULT_TEMPERATURE, UNKNOWN, Scores, Snapshot, threshold_from_loo
 
 log = logging.getLogger("edge_pace.runtime")
 DEFAULT_GATE_DBFS = -50.0
@@ -84,33 +79,6 @@ class NotFittedError(RuntimeError):
     """Prediction was asked for before any class was learned."""
 
 
-@dataclass
-class _View:
-    """Immutable snapshot of the classifier for readers (arrays are never modified in place)."""
-
-    version: int
-    classes: tuple[str, ...]
-    W: np.ndarray
-    R: np.ndarray  # R_base; the state's R is R_base - P^T P (AnalyticClassifier.factors)
-    P: np.ndarray
-    features: dict[str, tuple[np.ndarray, ...]]
-    groups: dict[str, tuple[np.ndarray, ...]]
-    _loo: np.ndarray | None = field(default=None, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def loo(self) -> np.ndarray:
-        """Pooled leave-one-out own-class scores of this version (computed once, on first use)."""
-        if self._loo is None:
-            with self._lock:
-                if self._loo is None:
-                    self._loo = pooled_loo(loo_scores(self.R, self.W, list(self.classes), self.features, self.P,
-                                                      self.groups), groups=self.groups)
-        return self._loo
-
-
-_check_rate = check_rate  # older name
-
-
 def check_label(label) -> str:
     """A class label as given, or TypeError/ValueError: a non-empty str that is not "unknown" (any case)."""
     if not isinstance(label, str):
@@ -120,9 +88,6 @@ def check_label(label) -> str:
     if label.strip().lower() == UNKNOWN:
         raise ValueError(f"{label!r} is reserved for the unknown decision; choose another label")
     return label
-
-
-_check_label = check_label  # older name
 
 
 class Learner:
@@ -155,6 +120,7 @@ class Learner:
         if max_clip_seconds is not None and not max_clip_seconds > 0:
             raise ValueError(f"max_clip_seconds must be > 0 seconds or None, got {max_clip_seconds!r}")
         self.temperature, self.gate_dbfs, self.max_clip_seconds = float(temperature), gate_dbfs, max_clip_seconds
+        self.feature_path = FeaturePath(embedder, self.sample_rate, self.window, self.hop, self.min_samples)
         self._clf = classifier
         prior = float(manifest.get("gamma_prior", manifest.get("gamma", classifier.gamma)))
         self.gamma_rule = gamma_rule if gamma_rule is not None else AutoGamma(prior=prior)
@@ -233,7 +199,7 @@ class Learner:
         clf = self._clf
         self._version += 1
         R, P = clf.factors()  # no folding here: publishing stays O(classes)
-        self._view = _View(self._version, tuple(clf.classes), clf.W, R, P,
+        self._view = Snapshot(self._version, tuple(clf.classes), clf.W, R, P,
                            {c: tuple(v) for c, v in clf.features.items()},
                            {c: tuple(v) for c, v in clf.groups.items()})
 
@@ -261,64 +227,30 @@ class Learner:
         return (f"Learner({self.bundle_path}, {self.embedder.name}, D={self.feature_dim}, {self.sample_rate} Hz, "
                 f"classes={self.classes}, providers={self.embedder.providers}, threads={self.embedder.threads})")
 
-    # ------------------------------------------------------------------ audio -> features
+    # ------------------------------------------------------------------ audio -> features (runtime/features.py)
+    def gate(self) -> Gate:
+        """The level gate of clips (``gate_dbfs``; streams add an activity check, runtime/stream.py)."""
+        return Gate(self.gate_dbfs, self.sample_rate)
+
     def _audio(self, audio, sample_rate, name: str) -> np.ndarray:
-        """Decode/validate/convert/resample to float32 mono at the bundle's rate."""
-        if isinstance(audio, (str, os.PathLike)):
-            a, rate = load_audio(audio, max_seconds=self.max_clip_seconds)
-            if sample_rate is not None and check_rate(sample_rate, name) != rate:
-                raise AudioError(f"{audio}: file is {rate} Hz but sample_rate={sample_rate} was given; omit it for files")
-            return resample(a, rate, self.sample_rate)
-        if sample_rate is None:
-            raise AudioError(f"{name}: sample_rate is required for sample arrays (the bundle runs at "
-                             f"{self.sample_rate} Hz; other rates are resampled with soxr)")
-        rate = check_rate(sample_rate, name)
-        try:
-            n = n_samples(audio)
-        except (ValueError, TypeError) as exc:  # ragged nested sequences
-            raise AudioError(f"{name}: expected an array of samples ({exc})") from exc
-        check_duration(n, rate, self.max_clip_seconds, name)
-        return prepare(audio, rate, self.sample_rate, name)
+        return self.feature_path.audio(audio, sample_rate, name, self.max_clip_seconds)
 
     def windows(self, audio, sample_rate: int | None = None, name: str = "audio") -> tuple[np.ndarray, np.ndarray]:
         """The windows [n, window] the learner uses for a clip, and their levels in dBFS [n]."""
-        w = frame(self._audio(audio, sample_rate, name), self.window, self.hop, self.min_samples, self.sample_rate)
+        w = self.feature_path.windows(self._audio(audio, sample_rate, name))
         return w, level_dbfs(w)
-
-    def _active(self, levels: np.ndarray) -> np.ndarray:
-        return np.ones(len(levels), bool) if self.gate_dbfs is None else levels >= self.gate_dbfs
-
-    def _frames(self, audio, sample_rate, name: str):
-        return frames(self._audio(audio, sample_rate, name), self.window, self.hop, self.min_samples, self.sample_rate)
 
     def embed(self, audio, sample_rate: int | None = None) -> np.ndarray:
         """Features z [n_windows, D] (float32) of every window of a clip (no level gate)."""
-        return np.concatenate([self.embedder(w) for w in self._frames(audio, sample_rate, "audio")])
-
-    def _active_features(self, audio, sample_rate, name: str) -> tuple[np.ndarray | None, float, np.ndarray]:
-        """(features of the windows at or above the level gate, or None; the highest window level in dBFS;
-        the loudest window). Windows are cut and embedded in batches of MAX_BATCH active windows."""
-        z, pending, top, loudest = [], [], -np.inf, None
-        for w in self._frames(audio, sample_rate, name):
-            lv = level_dbfs(w)
-            k = int(np.argmax(lv))
-            if loudest is None or lv[k] > top:
-                top, loudest = float(lv[k]), w[k]
-            pending += list(w[self._active(lv)])
-            while len(pending) >= MAX_BATCH:
-                z.append(self.embedder(np.stack(pending[:MAX_BATCH])))
-                del pending[:MAX_BATCH]
-        if pending:
-            z.append(self.embedder(np.stack(pending)))
-        return (np.concatenate(z) if z else None), top, loudest
+        return self.feature_path.embed(self._audio(audio, sample_rate, "audio"))
 
     def _learn_features(self, audio, sample_rate, name: str) -> np.ndarray:
-        z, top, _ = self._active_features(audio, sample_rate, name)
-        if z is None:
-            raise AudioError(f"{name}: every window is below the level gate ({top:.1f} dBFS < gate_dbfs "
+        f = self.feature_path.clip(self._audio(audio, sample_rate, name), self.gate())
+        if f.z is None:
+            raise AudioError(f"{name}: every window is below the level gate ({f.top_dbfs:.1f} dBFS < gate_dbfs "
                              f"{self.gate_dbfs} dBFS); nothing was learned. Use louder audio or a lower gate_dbfs "
                              "(None disables the gate)")
-        return z
+        return f.z
 
     # ------------------------------------------------------------------ learning
     def learn(self, audio, label: str, sample_rate: int | None = None) -> "Learner":
@@ -445,7 +377,12 @@ class Learner:
         return self
 
     # ------------------------------------------------------------------ prediction
-    def threshold(self, view: _View | None = None) -> float | None:
+    def snapshot(self) -> Snapshot:
+        """The current immutable classifier snapshot (pass it to ``decide``/``score_features`` so that one result
+        reads one consistent state while others learn)."""
+        return self._view
+
+    def threshold(self, view: Snapshot | None = None) -> float | None:
         """The unknown threshold tau for the current (or given) state, or None when the rule is off."""
         if not self.unknown:
             return None
@@ -453,7 +390,7 @@ class Learner:
             return float(self.unknown_threshold)
         return threshold_from_loo((view or self._view).loo(), self.unknown_quantile)
 
-    def score_features(self, z: np.ndarray, active: np.ndarray | None = None, view: _View | None = None) -> Scores:
+    def score_features(self, z: np.ndarray, active: np.ndarray | None = None, view: Snapshot | None = None) -> Scores:
         """Scores of one clip from its window features z [n, D]: mean ridge score over active windows."""
         view = view or self._view
         if not view.classes:
@@ -461,18 +398,13 @@ class Learner:
         z = np.atleast_2d(z)
         active = np.ones(len(z), bool) if active is None else np.asarray(active, bool)
         quiet = not active.any()
-        s = (z[active if not quiet else slice(None)].astype(np.float64) @ view.W).mean(axis=0)
-        return self._decide(s, view, quiet=quiet, windows=int(active.sum()))
+        s = view.ridge(z[active if not quiet else slice(None)]).mean(axis=0)
+        return self.decide(s, view, quiet=quiet, windows=int(active.sum()))
 
-    def _decide(self, s: np.ndarray, view: _View, quiet: bool = False, windows: int = 1) -> Scores:
-        k = int(np.argmax(s))
-        top, score = view.classes[k], float(s[k])
-        tau = self.threshold(view)
-        unknown = quiet or (tau is not None and score < tau)
-        p = softmax(s, self.temperature)
-        return Scores(dict(zip(view.classes, p.tolist())), label=UNKNOWN if unknown else top, top=top, score=score,
-                      unknown=unknown, threshold=tau, ridge=dict(zip(view.classes, s.tolist())), quiet=quiet,
-                      windows=windows, version=view.version)
+    def decide(self, ridge: np.ndarray, view: Snapshot | None = None, quiet: bool = False, windows: int = 1) -> Scores:
+        """The decision on ridge scores [classes] of ``view``'s classes: top class, unknown rule, probabilities."""
+        view = view or self._view
+        return view.decide(ridge, self.threshold(view), self.temperature, quiet, windows)
 
     def predict_proba(self, audio, sample_rate: int | None = None) -> Scores:
         """dict label -> probability (softmax of ridge scores / temperature) with the decision as attributes
@@ -480,10 +412,10 @@ class Learner:
         view = self._view
         if not view.classes:
             raise NotFittedError("the learner knows no class yet: learn(...) some audio first")
-        z, _, loudest = self._active_features(audio, sample_rate, "audio")
-        if z is None:  # quiet clip: "unknown"; its probabilities come from its loudest window
-            return self.score_features(self.embedder(loudest[None]), np.zeros(1, bool), view)
-        return self.score_features(z, None, view)
+        f = self.feature_path.clip(self._audio(audio, sample_rate, "audio"), self.gate())
+        if f.z is None:  # quiet clip: "unknown"; its probabilities come from its loudest window
+            return self.score_features(self.embedder(f.loudest[None]), np.zeros(1, bool), view)
+        return self.score_features(f.z, None, view)
 
     def predict(self, audio, sample_rate: int | None = None) -> tuple[str, float]:
         """(label, top ridge score); the label is "unknown" when the unknown rule rejects the clip."""

@@ -10,12 +10,18 @@ in its key) is caught too. Files without ``meta_digest`` (older) are checked wit
 present and still load. Callers
 may add their own string metadata (``extra``), e.g. the device runtime ties a state to its embedder
 (``embedder_sha256``); ``read_state`` returns it.
+
+``state_lock``: the lock every process that reads, updates and saves a state takes (``edge-pace learn``/
+``forget`` for one update, a live session for its whole run), so no process overwrites another's learning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +161,40 @@ def load_state(path: str | Path) -> AnalyticClassifier:
     if not path.is_file():
         raise StateError(f"{path}: classifier state file not found")
     return state_from_bytes(path.read_bytes(), str(path))
+
+
+def lock_path(state_path: str | Path) -> Path:
+    """The lock file of a state file: ``<state>.lock`` beside it."""
+    state_path = Path(state_path)
+    return state_path.with_name(state_path.name + ".lock")
+
+
+@contextlib.contextmanager
+def state_lock(state_path: str | Path, wait: float | None = None) -> Iterator[None]:
+    """Exclusive advisory lock (POSIX flock) on ``lock_path(state_path)`` while a process reads, updates and saves
+    the state. ``wait``: None = as long as it takes, else seconds, after which ``StateError`` says the state is in
+    use. OSError when the lock file cannot be opened (e.g. a read-only folder). A no-op where flock is missing."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no inter-process lock
+        yield
+        return
+    lock = lock_path(state_path)
+    with open(lock, "a+") as f:
+        if wait is None:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        else:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise StateError(f"{state_path} is in use by another edge-pace process (its lock {lock} is "
+                                         f"held for more than {wait:g} s); stop it, or use another state file") from None
+                    time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)

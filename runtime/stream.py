@@ -54,8 +54,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_pace.runtime.audio import AudioError, to_float32_mono
-from edge_pace.runtime.embedder import level_dbfs
+from edge_pace.runtime.audio import audio_array, check_rate, to_float32_mono
+from edge_pace.runtime.features import Gate
 
 _DEFAULT = object()
 SLICE = 1 << 16  # input frames converted and processed at a time
@@ -69,15 +69,14 @@ class Event:
 
 
 class Stream:
-    """Incremental resampling, windowing, gating, smoothing and debouncing over a ``Learner``."""
+    """Incremental resampling, windowing, gating, smoothing and debouncing over a ``Learner``'s public API
+    (its audio settings, ``feature_path``, ``snapshot()`` and ``decide``)."""
 
     def __init__(self, learner, sample_rate: int, *, smooth: int = 1, debounce_s: float | None = None,
                  gate_dbfs: float | None = _DEFAULT, block: int | None = None,  # type: ignore[assignment]
                  min_active_s: float = 0.1) -> None:
-        from edge_pace.runtime.audio import check_rate as _check_rate
-
         self.learner = learner
-        self.sample_rate = _check_rate(sample_rate, "stream")
+        self.sample_rate = check_rate(sample_rate, "stream")
         if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 1:
             raise ValueError(f"smooth must be an integer >= 1 (windows averaged), got {smooth!r}")
         if debounce_s is None:
@@ -93,7 +92,7 @@ class Stream:
         self.rate = learner.sample_rate
         self.window, self.hop = learner.window, learner.hop
         self.block = int(block) if block else max(1, self.sample_rate // 100)
-        self._frame = max(1, self.rate // 100)  # 10 ms frames of the activity check
+        self.gate = Gate(self.gate_dbfs, self.rate, self.min_active_s)  # runtime/features.py, as clips but stricter
         self.reset()
 
     def reset(self) -> None:
@@ -122,26 +121,6 @@ class Stream:
         return self.samples_in / self.sample_rate
 
     # ------------------------------------------------------------------ input
-    @staticmethod
-    def _array(chunk) -> np.ndarray:
-        try:
-            a = np.asarray(chunk)
-        except (ValueError, TypeError) as exc:  # ragged nested sequences
-            raise AudioError(f"stream chunk: expected an array of samples ({exc})") from exc
-        if a.ndim not in (1, 2):
-            raise AudioError(f"stream chunk: expected 1-D mono or 2-D [frames, channels], got shape {a.shape}")
-        if not (a.dtype in (np.float16, np.float32, np.float64, np.int16, np.int32)):
-            raise AudioError(f"stream chunk: expected float or int16/int32 samples, got dtype {a.dtype}")
-        return a
-
-    @staticmethod
-    def _convert(a: np.ndarray) -> np.ndarray:
-        """float32 mono of a validated chunk (or a slice of one): raises AudioError for NaN/Inf."""
-        if a.size == 0:
-            return np.zeros(0, np.float32)
-        flat = to_float32_mono(a.reshape(-1), "stream chunk")
-        return flat.reshape(a.shape).mean(axis=1, dtype=np.float32) if a.ndim == 2 else flat
-
     def _append(self, y: np.ndarray) -> None:
         if self._n + len(y) > len(self._buf):
             grown = np.zeros(max(2 * len(self._buf), self._n + len(y)), np.float32)
@@ -151,19 +130,24 @@ class Stream:
         self._n += len(y)
 
     def feed(self, chunk) -> list[Event]:
-        """Add a chunk (any length, the stream's rate; 1-D or [frames, channels]; float or int16/int32 PCM).
+        """Add a chunk (any length, the stream's rate; 1-D or 2-D with channels as runtime/audio.py reads them;
+        float or int16/int32 PCM).
         Returns the events completed by it. A bad chunk raises AudioError and is not consumed.
         A long chunk (even hours) is validated, then converted and processed ``SLICE`` frames at a time:
         memory beyond the caller's array stays bounded, and time is linear in its length."""
         if self._closed:
             raise RuntimeError("stream was flushed; call reset() to start a new one")
-        a = self._array(chunk)
+        a = audio_array(chunk, "stream chunk")  # [samples] or [samples, channels] (runtime/audio.py)
+
+        def mono(x: np.ndarray) -> np.ndarray:
+            return to_float32_mono(x, "stream chunk", allow_empty=True)
+
         if len(a) <= SLICE:
-            slices = [self._convert(a)]
+            slices = [mono(a)]
         else:
             for i in range(0, len(a), SLICE):  # validate all of it before consuming any of it
-                self._convert(a[i : i + SLICE])
-            slices = (self._convert(a[i : i + SLICE]) for i in range(0, len(a), SLICE))
+                mono(a[i : i + SLICE])
+            slices = (mono(a[i : i + SLICE]) for i in range(0, len(a), SLICE))
         events: list[Event] = []
         for x in slices:
             self.samples_in += len(x)
@@ -204,30 +188,20 @@ class Stream:
             self._start += self.hop
         return events
 
-    def _active_s(self, w: np.ndarray) -> float:
-        """Seconds of 10 ms frames of the window whose RMS reaches the level gate."""
-        if self.min_active_s <= 0:
-            return float("inf")
-        n = len(w) // self._frame
-        f = w[: n * self._frame].reshape(n, self._frame)
-        power = np.einsum("ij,ij->i", f, f, dtype=np.float64) / self._frame
-        return float(np.count_nonzero(power >= 10 ** (self.gate_dbfs / 10))) * self._frame / self.rate
-
     def _window(self, w: np.ndarray, t: float) -> Event | None:
         self.windows_seen += 1
-        if self.gate_dbfs is not None and (level_dbfs(w)[0] < self.gate_dbfs or self._active_s(w) < self.min_active_s):
+        if not self.gate.mask(w[None, :])[0]:
             self.windows_quiet += 1
             self._history.clear()
             return None
-        view = self.learner._view
+        view = self.learner.snapshot()
         if not view.classes:
             return None
         if view.classes != self._history_classes:
             self._history.clear()
             self._history_classes = view.classes
-        z = self.learner.embedder(w[None, :])
-        self._history.append((z.astype(np.float64) @ view.W)[0])
-        s = self.learner._decide(np.mean(self._history, axis=0), view, windows=len(self._history))
+        self._history.append(view.ridge(self.learner.feature_path.embed_window(w))[0])
+        s = self.learner.decide(np.mean(self._history, axis=0), view, windows=len(self._history))
         self.last = s
         if s.unknown:
             return None

@@ -28,11 +28,19 @@ clips take part (holding out a class's only clip leaves no example of it). Witho
 back to 0.5, half-way between the one-hot targets. tau is recomputed lazily, once per state version (every
 learn or forget makes a new version), at the first prediction that needs it: cost O(n D^2) for n stored
 windows. A fixed ``unknown_threshold`` overrides all this.
+
+``Snapshot``: the immutable classifier state one decision reads (``Learner.snapshot()``), with its lazily
+computed leave-one-clip-out scores, ridge scores and the decision itself.
 """
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass, field
+
 import numpy as np
+
+from edge_pace.runtime.analytic import loo_scores
 
 UNKNOWN = "unknown"
 DEFAULT_TEMPERATURE = 0.1
@@ -108,3 +116,44 @@ class Scores(dict):
         return {"label": self.label, "top": self.top, "score": self.score, "unknown": self.unknown,
                 "threshold": self.threshold, "quiet": self.quiet, "windows": self.windows,
                 "probabilities": dict(self), "ridge": self.ridge}
+
+
+@dataclass
+class Snapshot:
+    """Immutable snapshot of the classifier for readers (arrays are never modified in place): what one
+    prediction, or one stream window, reads from start to end (``Learner.snapshot``)."""
+
+    version: int
+    classes: tuple[str, ...]
+    W: np.ndarray
+    R: np.ndarray  # R_base; the state's R is R_base - P^T P (AnalyticClassifier.factors)
+    P: np.ndarray
+    features: dict[str, tuple[np.ndarray, ...]]
+    groups: dict[str, tuple[np.ndarray, ...]]
+    _loo: np.ndarray | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def loo(self) -> np.ndarray:
+        """Pooled leave-one-out own-class scores of this version (computed once, on first use)."""
+        if self._loo is None:
+            with self._lock:
+                if self._loo is None:
+                    self._loo = pooled_loo(loo_scores(self.R, self.W, list(self.classes), self.features, self.P,
+                                                      self.groups), groups=self.groups)
+        return self._loo
+
+    def ridge(self, z: np.ndarray) -> np.ndarray:
+        """Ridge scores [n, classes] (float64) of features z [n, D]."""
+        return np.atleast_2d(z).astype(np.float64) @ self.W
+
+    def decide(self, ridge: np.ndarray, threshold: float | None, temperature: float = DEFAULT_TEMPERATURE,
+               quiet: bool = False, windows: int = 1) -> Scores:
+        """The decision on ridge scores [classes]: top class, unknown below ``threshold`` (None: rule off) or
+        when ``quiet``, probabilities softmax(ridge / temperature)."""
+        k = int(np.argmax(ridge))
+        top, score = self.classes[k], float(ridge[k])
+        unknown = quiet or (threshold is not None and score < threshold)
+        p = softmax(ridge, temperature)
+        return Scores(dict(zip(self.classes, p.tolist())), label=UNKNOWN if unknown else top, top=top, score=score,
+                      unknown=unknown, threshold=threshold, ridge=dict(zip(self.classes, ridge.tolist())), quiet=quiet,
+                      windows=windows, version=self.version)

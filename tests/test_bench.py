@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from edge_pace.bench import _execution_order, subsample
 from edge_pace.cli import app
-from edge_pace.cli_train import parse_overrides
+from edge_pace.cli.train import parse_overrides
 from edge_pace.config import PaceConfig
 from edge_pace.data.loaders import Clip
 

@@ -18,7 +18,8 @@ import pytest
 
 from audio_devices import (PYTHON, PulseServer, Tmux, base_env, compose, knock_whistle_session, make_file_mic, require,
                            sox_sound, write_wav)
-from edge_pace.runtime.microphone import INSTALL_HINT, Listener, ShotRecorder
+from edge_pace.runtime.enrol import Listener, ShotRecorder
+from edge_pace.runtime.microphone import INSTALL_HINT
 
 CLI = [PYTHON, "-m", "edge_pace.cli"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -247,7 +248,7 @@ def test_listen_reports_audio_dropped_when_it_falls_behind(tmp_path, bundle):
 
 
 def test_keys_are_parsed_from_raw_terminal_input():
-    from edge_pace.cli_mic import parse_keys
+    from edge_pace.cli.listen_view import parse_keys
 
     assert parse_keys("lclap\r") == ["l", "c", "l", "a", "p", "enter"]
     assert parse_keys("\x1b[A\x1bOPq") == ["q"]  # arrow up and F1 are dropped whole

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from edge_pace.runtime import bundle as B
 from edge_pace.runtime.analytic import AnalyticClassifier, joint_ridge
 from edge_pace.runtime.audio import MAX_RATE, MIN_RATE, AudioError
-from edge_pace.runtime.embedder import level_dbfs
+from edge_pace.runtime.audio import level_dbfs
 from edge_pace.runtime.learner import Learner, check_label
 from edge_pace.runtime.state import StateError, read_state, state_to_bytes
 from edge_pace.runtime.unknown import UNKNOWN

@@ -206,7 +206,7 @@ def test_missing_package_names_apt_command(source: str, broken: dict, package: s
 
 
 def test_cli(sources: RealPaths, tmp_path: Path) -> None:
-    from edge_pace.cli_data import register
+    from edge_pace.cli.data import register
 
     app = typer.Typer()
     register(app)

@@ -208,7 +208,7 @@ def test_midi_writer_variable_length_quantities() -> None:
 
 
 def test_cli_synth(tmp_path: Path) -> None:
-    from edge_pace.cli_data import register
+    from edge_pace.cli.data import register
 
     app = typer.Typer()
     register(app)

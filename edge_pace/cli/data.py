@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import Optional
 
 import typer
 
+from edge_pace.cli.common import fail, split_list
+
 data_app = typer.Typer(help="Benchmark data: synthesised audio benchmarks, and one of real recordings.",
                        no_args_is_help=True)
-
-
-def _fail(message: str) -> NoReturn:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
 
 
 @data_app.command("synth")
@@ -41,15 +38,13 @@ def synth(
 
     from edge_pace.data.synth import BENCHMARKS, MissingToolError, clip_counts, synthesize
 
-    names = None
-    if benchmarks:
-        names = [b.strip() for item in benchmarks for b in item.split(",") if b.strip()]
+    names = split_list(benchmarks) or None
     t0 = time.perf_counter()
     try:
         folders = synthesize(out, benchmarks=names, scale=scale, seed=seed, rate=rate, duration=duration,
                              jobs=jobs, progress=progress)
     except (MissingToolError, ValueError, FileExistsError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     seconds = time.perf_counter() - t0
     table = Table(title=f"edge-pace data synth -> {out}")
     for col in ("benchmark", "classes", "train", "test", "folder"):
@@ -94,7 +89,7 @@ def real(
 
     from edge_pace.data.real import CLASSES, HELD_OUT, MissingPackageError, RealPaths, build_real, class_counts
 
-    names = [s.strip() for item in sources for s in item.split(",") if s.strip()] if sources else None
+    names = split_list(sources) or None
     if names == ["all"]:
         names = None
     paths = RealPaths()
@@ -108,7 +103,7 @@ def real(
         folder = build_real(out, sources=names, seed=seed, rate=rate, duration=duration, jobs=jobs,
                             progress=progress, paths=paths)
     except (MissingPackageError, ValueError, FileExistsError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     seconds = time.perf_counter() - t0
     counts = class_counts(folder)
     table = Table(title=f"edge-pace data real -> {folder}")

@@ -21,31 +21,20 @@ from typing import Iterator, List
 
 import typer
 
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
+from edge_pace.cli.common import fail
 
 
 @contextlib.contextmanager
 def _bundle_lock(state_path: Path) -> Iterator[None]:
-    """Exclusive advisory lock (POSIX flock) on ``<state>.lock`` while a command reads, updates and saves."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no inter-process lock
-        yield
-        return
-    lock = state_path.with_name(state_path.name + ".lock")
-    try:
-        f = open(lock, "a+")
-    except OSError as exc:
-        _fail(f"cannot open the lock file {lock}: {exc} (is the bundle folder writable?)")
-    with f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+    """The state file's lock (runtime/state.py ``state_lock``) while a command reads, updates and saves."""
+    from edge_pace.runtime.state import lock_path, state_lock
+
+    with contextlib.ExitStack() as stack:
         try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            stack.enter_context(state_lock(state_path))
+        except OSError as exc:
+            fail(f"cannot open the lock file {lock_path(state_path)}: {exc} (is the bundle folder writable?)")
+        yield
 
 
 def _load(bundle: Path, int8: bool, threads: int, **settings):
@@ -56,7 +45,7 @@ def _load(bundle: Path, int8: bool, threads: int, **settings):
     try:
         return Learner.load(bundle, int8=int8, threads=threads, **settings)
     except (BundleError, StateError, ValueError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _state_path(bundle: Path) -> Path:
@@ -65,7 +54,7 @@ def _state_path(bundle: Path) -> Path:
     try:
         return open_bundle(bundle, verify=False).state_path()
     except BundleError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     raise AssertionError  # unreachable
 
 
@@ -73,7 +62,7 @@ def _save(learner) -> Path:
     try:
         return learner.save()
     except OSError as exc:
-        _fail(f"cannot write the learned state to {learner.state_path}: {exc} (the previous state file is unchanged)")
+        fail(f"cannot write the learned state to {learner.state_path}: {exc} (the previous state file is unchanged)")
     raise AssertionError  # unreachable
 
 
@@ -100,7 +89,7 @@ def learn_cmd(
             try:
                 learner.learn_many([str(f) for f in files], label, progress=lambda i: progress.advance(task))
             except (AudioError, ValueError, TypeError, FloatingPointError) as exc:
-                _fail(f"{exc} (nothing was learned)")
+                fail(f"{exc} (nothing was learned)")
         path = _save(learner)
     counts = learner.counts
     typer.echo(f"learned {label!r} from {len(files)} file(s); {counts[label]} example window(s) in total for it; "
@@ -126,7 +115,7 @@ def predict_cmd(
 
     learner = _load(bundle, int8, threads, unknown=not no_unknown)
     if not learner.classes:
-        _fail("the bundle knows no class yet: run `edge-pace learn BUNDLE LABEL FILES...` first")
+        fail("the bundle knows no class yet: run `edge-pace learn BUNDLE LABEL FILES...` first")
     rows, failed = [], False
     for f in files:
         try:
@@ -167,9 +156,9 @@ def forget_cmd(
         try:
             learner.forget(label)
         except KeyError as exc:
-            _fail(str(exc.args[0]) if exc.args else str(exc))
+            fail(str(exc.args[0]) if exc.args else str(exc))
         except (ValueError, FloatingPointError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
         path = _save(learner)
     typer.echo(f"forgot {label!r}; {len(learner.classes)} class(es) left: {', '.join(learner.classes) or '-'}; "
                f"state saved to {path}")

@@ -1,38 +1,17 @@
-"""The ``edge-pace`` command line (typer). Heavy modules (torch) are imported inside commands only, so the
-device commands (learn, predict, forget, listen) start without torch."""
+"""``edge-pace backbones`` (list, fetch), ``edge-pace export`` (checkpoint or frozen backbone -> verified bundle)
+and ``edge-pace info`` (a bundle's manifest and checksums). torch is imported inside the commands only."""
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from edge_pace import __version__
+from edge_pace.cli.common import fail, spinner
 
-app = typer.Typer(help="edge-pace: PACE continual learning of new sounds, from server adaptation to the device.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 backbones_app = typer.Typer(help="Pretrained backbones: list them, fetch the default's weights.", no_args_is_help=False,
                             invoke_without_command=True)
-app.add_typer(backbones_app, name="backbones")
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"edge-pace {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def main_options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                              help="Print the version and exit.")) -> None:
-    """edge-pace command line."""
-
-
-def fail(message: str, code: int = 2) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
 
 
 @backbones_app.callback(invoke_without_command=True)
@@ -61,26 +40,11 @@ def backbones_fetch(force: bool = typer.Option(False, help="Download and convert
     checkpoint's sha256 and convert it once to safetensors in the cache ($EDGE_PACE_CACHE)."""
     from edge_pace.backbones.weights import fetch_aisfx
 
-    with _spinner("fetching aisfx weights"):
+    with spinner("fetching aisfx weights"):
         path = fetch_aisfx(force=force, wheel=wheel)
     typer.echo(f"aisfx weights ready: {path}")
 
 
-class _spinner:
-    def __init__(self, text: str) -> None:
-        from rich.console import Console
-
-        self.status = Console(stderr=True).status(text)
-
-    def __enter__(self):
-        self.status.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.status.__exit__(*exc)
-
-
-@app.command("export")
 def export_cmd(
     ckpt: Optional[Path] = typer.Argument(None, help="Checkpoint folder written by `edge-pace adapt`. "
                                            "Omit it (with --backbone) for a frozen-backbone bundle."),
@@ -136,14 +100,13 @@ def export_cmd(
         clips, kept = read_clips(items[:64], source.backbone.sample_rate, duration=1.0)
         labels = [c.label for c in kept]
     try:
-        with _spinner("exporting"):
+        with spinner("exporting"):
             exporter.export_bundle(source, out, int8=int8, single_file=single_file, clips=clips,
                                    clip_labels=labels, tolerance=tolerance, log=lambda m: typer.echo(m, err=True))
     except exporter.ExportError as exc:
         fail(str(exc))
 
 
-@app.command("info")
 def info_cmd(bundle: Path = typer.Argument(..., help="Bundle folder or zip.")) -> None:
     """Print a bundle's manifest in readable form and verify every checksum (exit 1 if one fails)."""
     from edge_pace.runtime.bundle import BundleError, open_bundle, verify_bundle
@@ -166,18 +129,8 @@ def info_cmd(bundle: Path = typer.Argument(..., help="Bundle folder or zip.")) -
         raise typer.Exit(1)
 
 
-# Command groups owned by other modules register themselves here when present.
-for _mod in ("edge_pace.cli_data", "edge_pace.cli_train", "edge_pace.cli_runtime", "edge_pace.cli_mic"):
-    try:
-        importlib.import_module(_mod).register(app)
-    except ModuleNotFoundError as _exc:
-        if _exc.name != _mod:
-            raise
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()
+def register(app: typer.Typer) -> None:
+    """Add ``backbones``, ``export`` and ``info`` to the edge-pace CLI."""
+    app.add_typer(backbones_app, name="backbones")
+    app.command("export")(export_cmd)
+    app.command("info")(info_cmd)

@@ -6,18 +6,11 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import Any, Optional
 
 import typer
 
-
-def _fail(message: str) -> NoReturn:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
-
-
-def _split_list(values: Optional[list[str]]) -> list[str]:
-    return [v.strip() for item in (values or []) for v in item.split(",") if v.strip()]
+from edge_pace.cli.common import fail, split_list
 
 
 def parse_overrides(items: Optional[list[str]]) -> dict[str, Any]:
@@ -67,9 +60,9 @@ def _target_sessions(sessions: str, n_sessions: int) -> int:
     try:
         n = int(sessions)
     except ValueError:
-        _fail(f"--sessions must be 'server', 'all' or a number of sessions, got {sessions!r}")
+        fail(f"--sessions must be 'server', 'all' or a number of sessions, got {sessions!r}")
     if not 1 <= n <= n_sessions:
-        _fail(f"--sessions {n}: the protocol has {n_sessions} sessions (expected 1..{n_sessions})")
+        fail(f"--sessions {n}: the protocol has {n_sessions} sessions (expected 1..{n_sessions})")
     return n
 
 
@@ -114,7 +107,7 @@ def adapt(
     try:
         overrides = parse_overrides(set_)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if e0 is not None:
         overrides["e0"] = e0
     if seed is not None:
@@ -125,27 +118,27 @@ def adapt(
         try:
             ck = read_config(out)
         except CheckpointError as exc:
-            _fail(f"{exc} (choose another --out, or remove the folder)")
+            fail(f"{exc} (choose another --out, or remove the folder)")
         config = PaceConfig.from_dict(ck["pace"])
         run_keys = ("device", "quiet", "embed_batch", "amp")  # may change between runs
         clash = {k: (getattr(config, k), v) for k, v in overrides.items()
                  if k not in run_keys and getattr(config, k) != v}
         if clash:
-            _fail(f"{out} was trained with different settings: " + ", ".join(
+            fail(f"{out} was trained with different settings: " + ", ".join(
                 f"{k}={a!r} (asked {b!r})" for k, (a, b) in clash.items()) + "; use a new --out to change them")
         if ck["backbone"] != backbone:
-            _fail(f"{out} was trained on backbone {ck['backbone']!r}, not {backbone!r}")
+            fail(f"{out} was trained on backbone {ck['backbone']!r}, not {backbone!r}")
     else:
         try:
             config = PaceConfig().replace(**overrides)
         except ValueError as exc:
-            _fail(str(exc))
+            fail(str(exc))
     config = config.replace(device=device, quiet=quiet)
     try:
         clips = load_dataset(kind, data)
         all_sessions = make_sessions(clips, **protocol_for(kind), seed=config.seed)
     except (DatasetError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     target = _target_sessions(sessions, len(all_sessions))
     try:
         if resume:
@@ -154,12 +147,12 @@ def adapt(
         else:
             learner = PaceLearner(backbone, config, weights=str(weights) if weights else None, device=device)
     except (CheckpointError, FileNotFoundError, RuntimeError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     done = learner.sessions_done
     # the classifier lists classes in order of first appearance in each session's training clips
     expected = [c for s in all_sessions[:done] for c in dict.fromkeys(clip.label for clip in s.train)]
     if done and learner.classes != expected:
-        _fail(f"{out} holds classes {learner.classes[:6]}... but sessions 0..{done - 1} of {kind} at {data} "
+        fail(f"{out} holds classes {learner.classes[:6]}... but sessions 0..{done - 1} of {kind} at {data} "
               f"(seed {config.seed}) have {expected[:6]}...: a different dataset or protocol")
     if done >= target:
         console.print(f"{out}: {done} session(s) already learned (asked for {target}); nothing to do")
@@ -244,26 +237,26 @@ def bench(
     if threads:
         torch.set_num_threads(threads)
     console = Console(stderr=True)
-    names = _split_list(methods) or list(METHODS)
+    names = split_list(methods) or list(METHODS)
     unknown = [m for m in names if m not in METHODS]
     if unknown:
-        _fail(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+        fail(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
     try:
         overrides = parse_overrides(set_)
         if e0 is not None:
             overrides["e0"] = e0
         config = PaceConfig().replace(**{**overrides, "seed": seed, "device": device, "quiet": quiet})
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if not data.is_dir() and kind is not None:
-        _fail(f"--data {data} is not a folder")
+        fail(f"--data {data} is not a folder")
     try:
         if kind is not None:
             if benchmarks:
-                _fail("--benchmarks selects synthetic benchmarks; with --kind the dataset at --data is the benchmark")
+                fail("--benchmarks selects synthetic benchmarks; with --kind the dataset at --data is the benchmark")
             specs = [(kind.replace(":", "-"), kind, str(data))]
         else:
-            specs = synth_benchmarks(data, _split_list(benchmarks) or list(SYNTH_BENCHMARKS), scale, seed,
+            specs = synth_benchmarks(data, split_list(benchmarks) or list(SYNTH_BENCHMARKS), scale, seed,
                                      log=console.print)
         spec = BenchSpec(methods=names, benchmarks=specs, config=config, out=out, backbone=backbone,
                          weights=str(weights) if weights else None, device=device, duration=duration, seed=seed,
@@ -272,7 +265,7 @@ def bench(
         t0 = time.perf_counter()
         run_bench(spec, log=console.print, quiet=quiet)
     except (DatasetError, ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(f"bench finished in {time.perf_counter() - t0:.1f} s: {out / 'results.md'}, "
                   f"{out / 'results.json'}, {out}/curves_*.png")
     typer.echo((out / "results.md").read_text())
