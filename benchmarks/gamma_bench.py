@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_pace.data.loaders import load_dataset, read_clips
-from edge_pace.data.protocol import make_sessions, protocol_for
-from edge_pace.projection import RandomProjection, embedding_stats
+from edge_pace.evaluation.protocol import make_sessions, protocol_for
+from edge_pace.method.projection import RandomProjection, embedding_stats
 from edge_pace.runtime.analytic import AnalyticClassifier
 from edge_pace.runtime.gamma import CRITERIA, GAMMA_GRID, AutoGamma, select_gamma
 
@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", type=Path, default=Path("out/cache/embeddings"))
     ap.add_argument("--json", type=Path, default=Path("out/gamma_bench.json"))
     args = ap.parse_args(argv)
-    from edge_pace.baselines import FrozenEmbedder
+    from edge_pace.evaluation.baselines import FrozenEmbedder
     from edge_pace.export.calibration import default_calibration
 
     t0 = time.perf_counter()

@@ -202,7 +202,7 @@ def worker_compare(bundle: str, clips: dict, reps: int) -> dict:
     from edge_pace.export.exporter import Embedder, source_from_backbone
 
     proj = m.get("projection") or {}
-    from edge_pace.projection import RandomProjection
+    from edge_pace.method.projection import RandomProjection
 
     src = source_from_backbone(m["backbone"]["name"], int(proj.get("dim", m["feature_dim"])), int(proj.get("seed", 0)),
                                gamma=1.0, standardize="none")

@@ -17,14 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_pace import __version__
+from edge_pace import __version__, backbones
 from edge_pace.runtime import bundle as B
 from edge_pace.runtime.analytic import AnalyticClassifier
-from edge_pace.runtime.state import to_tensors
+from edge_pace.runtime.state import state_to_bytes
 
 OPSET = 18
 PARITY_TOLERANCE = 1e-4  # max |onnx - torch| / max |torch| over all parity cases
-MAX_SAMPLES = 44100 * 3600  # one hour at 44.1 kHz: the dynamic length's upper bound
+MAX_SECONDS = 3600  # the dynamic length's upper bound: one hour at the backbone's rate
 
 
 class ExportError(RuntimeError):
@@ -53,13 +53,13 @@ class ExportSource:
 
 
 def source_from_checkpoint(ckpt: str | Path) -> ExportSource:
-    from edge_pace.checkpoint import load_adapted_model
+    from edge_pace.method.checkpoint import load_adapted_model
 
     backbone, projection, classifier, config = load_adapted_model(ckpt)
     return ExportSource(backbone, projection, classifier, config)
 
 
-def source_from_backbone(name: str = "aisfx", dim: int = 2048, seed: int = 0, gamma: float | None = None,
+def source_from_backbone(name: str = backbones.DEFAULT, dim: int = 2048, seed: int = 0, gamma: float | None = None,
                          weights: str | None = None, pretrained: bool = True,
                          calibration: tuple[np.ndarray, list[str] | None, list[int]] | None = None,
                          standardize: str = "scalar", log=print) -> ExportSource:
@@ -70,13 +70,12 @@ def source_from_backbone(name: str = "aisfx", dim: int = 2048, seed: int = 0, ga
     (``standardize``: "scalar", "dims" or "none", edge_pace/projection.py) and, when labelled, the bundle's gamma prior by the device's own rule (leave-one-clip-out,
     runtime/gamma.py); unlabelled clips give statistics only and the prior comes from the default set.
     ``gamma`` fixes the prior instead."""
-    from edge_pace.backbones import get_backbone
     from edge_pace.export.calibration import default_calibration
-    from edge_pace.projection import RandomProjection, embedding_stats
+    from edge_pace.method.projection import RandomProjection, embedding_stats
     from edge_pace.runtime.gamma import select_gamma
 
-    backbone = get_backbone(name, pretrained=pretrained, weights=weights).eval()
-    sr = int(backbone.sample_rate)
+    backbone, spec = backbones.load(name, weights, pretrained=pretrained)
+    sr = spec.sample_rate
 
     def embed(waves: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -104,8 +103,9 @@ def source_from_backbone(name: str = "aisfx", dim: int = 2048, seed: int = 0, ga
         found = select_gamma(projection.numpy(emb), labels, groups)
         gamma = found.gamma
         cal["gamma_search"] = {k: v for k, v in found.as_dict().items() if k not in ("grid", "mse", "accuracy")}
-    config = {"backbone": name, "projection": projection.describe(), "window_seconds": 1.0, "hop_seconds": 0.5,
-              "pace": None, "adapted": False, "gamma_prior": float(gamma), "calibration": cal}
+    config = {"backbone": name, "projection": projection.describe(), "window_seconds": spec.window_seconds,
+              "hop_seconds": spec.hop_seconds, "pace": None, "adapted": False, "gamma_prior": float(gamma),
+              "calibration": cal}
     return ExportSource(backbone, projection, AnalyticClassifier(dim, float(gamma)), config)
 
 
@@ -121,7 +121,7 @@ def to_onnx_bytes(embedder: Embedder, min_samples: int, sample_rate: int) -> byt
     example = torch.zeros(2, max(min_samples, sample_rate))
     example[:, ::7] = 0.1  # non-silent example input
     batch = torch.export.Dim("batch", min=1, max=4096)
-    samples = torch.export.Dim("samples", min=min_samples, max=MAX_SAMPLES)
+    samples = torch.export.Dim("samples", min=min_samples, max=MAX_SECONDS * sample_rate)
     with torch.no_grad():
         program = torch.onnx.export(embedder, (example,), dynamo=True, opset_version=OPSET, verbose=False,
                                     input_names=["wave"], output_names=["z"],
@@ -277,7 +277,9 @@ def export_bundle(source: ExportSource, out: str | Path, int8: bool = False, sin
     log("checking ONNX Runtime against PyTorch on several lengths and batch sizes")
     parity = check_parity(embedder, fp32, parity_inputs(clips, sr, min_samples), tolerance)
     cfg = source.config
-    win, hop = float(cfg.get("window_seconds", 1.0)), float(cfg.get("hop_seconds", 0.5))
+    spec = backbones.spec_of(backbone)
+    win = float(cfg.get("window_seconds", spec.window_seconds))
+    hop = float(cfg.get("hop_seconds", spec.hop_seconds))
     dim = int(source.projection.out_dim)
     essentials = {"edge_pace.format_version": B.BUNDLE_VERSION, "edge_pace.sample_rate": sr,
                   "edge_pace.feature_dim": dim, "edge_pace.window_seconds": win, "edge_pace.hop_seconds": hop,
@@ -298,13 +300,8 @@ def export_bundle(source: ExportSource, out: str | Path, int8: bool = False, sin
         labels = [l for l, h in zip(clip_labels, held) if h] if clip_labels is not None else None
         quant = compare_int8(fp32, q, calib[held], source.classifier, labels)
         quant["calibration_clips"] = int(len(cal))
-    from safetensors.numpy import save
-
-    tensors, meta = to_tensors(source.classifier)
-    files[B.CLASSIFIER] = save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=meta)
-    from edge_pace.backbones import BACKBONES
-
-    info = BACKBONES.get(str(cfg.get("backbone")))
+    files[B.CLASSIFIER] = state_to_bytes(source.classifier)
+    info = backbones.BACKBONES.get(str(cfg.get("backbone")))
     manifest = {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "package_version": __version__, "opset": OPSET,

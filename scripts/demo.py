@@ -1,7 +1,7 @@
 """The main job, end to end, on the shipped default backbone and offline data (CPU is enough).
 
 1. build a small offline benchmark with real synthesizers (`edge-pace data synth`),
-2. adapt the aisfx backbone with PACE on session 0 (improved FSA + analytic classifier) -> checkpoint,
+2. adapt the default backbone with PACE on session 0 (improved FSA + analytic classifier) -> checkpoint,
 3. export a verified bundle (ONNX embedder, fp32 + int8, classifier, manifest),
 4. on the device side (runtime only: numpy + onnxruntime), learn every later session's classes from audio in
    closed form, printing accuracy on all classes seen so far after each session, and plot the curve.
@@ -31,13 +31,17 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    from edge_pace.config import PaceConfig
+    from edge_pace.backbones import DEFAULT as BACKBONE
+    from edge_pace.backbones import get_spec
     from edge_pace.data.loaders import load_dataset, read_clips
-    from edge_pace.data.metrics import cil_metrics, plot_curve, save_metrics_json
-    from edge_pace.data.protocol import make_sessions
     from edge_pace.data.synth import synthesize
+    from edge_pace.evaluation.metrics import cil_metrics, plot_curve, save_metrics_json
+    from edge_pace.evaluation.protocol import make_sessions
     from edge_pace.export.exporter import export_bundle, source_from_checkpoint
-    from edge_pace.pace import PaceLearner
+    from edge_pace.method.checkpoint import save_checkpoint
+    from edge_pace.method.config import PaceConfig
+    from edge_pace.method.pace import PaceLearner
+    from edge_pace.method.sessions import run_sessions
     from edge_pace.runtime.learner import Learner
 
     out = args.out
@@ -48,14 +52,14 @@ def main() -> None:
     sessions = make_sessions(clips, base_fraction=0.5, n_sessions=args.sessions, seed=args.seed)
     print("      sessions: " + " | ".join(f"{len(s.classes)} classes" for s in sessions))
 
-    sr = 44100
+    sr = get_spec(BACKBONE).sample_rate
     s0 = sessions[0]
     waves, kept = read_clips(s0.train, sr, duration=1.0)
     print(f"[2/4] PACE session 0 on the server side: {len(kept)} clips, {len(s0.classes)} classes, e0={args.e0}")
     t = time.perf_counter()
-    learner = PaceLearner("aisfx", PaceConfig(e0=args.e0, seed=args.seed, msa_epochs=args.e0))
+    learner = PaceLearner(BACKBONE, PaceConfig(e0=args.e0, seed=args.seed, msa_epochs=args.e0))
     m0 = learner.fit_session(0, waves, [c.label for c in kept])
-    ckpt = learner.save(out / "ckpt")
+    ckpt = save_checkpoint(learner, out / "ckpt")
     print(f"      L_tune = block {learner.tune_start + 1 if learner.tune_start is not None else '-'}, gamma = "
           f"{m0.get('gamma')}, {time.perf_counter() - t:.1f} s -> checkpoint {ckpt}")
 
@@ -70,20 +74,24 @@ def main() -> None:
     device_pred = [device.predict_proba(x, sample_rate=sr).top for x in test0]
     agree = np.mean([a == b for a, b in zip(server_pred, device_pred)])
     print(f"      session 0 predictions, device vs server model: {100 * agree:.1f}% identical")
-    acc, seen_counts = [], []
-    for s in sessions:
+
+    def learn(s):  # session 0 is in the bundle; the device learns the later ones (returns the learning time)
         if s.index > 0:
             w, k = read_clips(s.train, sr, duration=1.0)
             t = time.perf_counter()
             device.learn_many(w, [c.label for c in k], sample_rate=sr)
-            learn_s = time.perf_counter() - t
+            return time.perf_counter() - t
+
+    def evaluate(s):
         tw, tk = read_clips(s.test, sr, duration=1.0)
-        pred = [device.predict_proba(x, sample_rate=sr).top for x in tw]
-        a = float(np.mean([p == c.label for p, c in zip(pred, tk)]))
-        acc.append(a)
-        seen_counts.append(len(s.seen))
-        extra = f", learned {len(s.train)} clips in {learn_s:.2f} s" if s.index > 0 else ""
-        print(f"      after session {s.index}: {len(s.seen)} classes, accuracy {100 * a:.1f}%{extra}")
+        return [device.predict_proba(x, sample_rate=sr).top for x in tw], [c.label for c in tk]
+
+    def report(r) -> None:
+        extra = f", learned {len(sessions[r.index].train)} clips in {r.metrics:.2f} s" if r.index > 0 else ""
+        print(f"      after session {r.index}: {r.seen} classes, accuracy {100 * r.accuracy:.1f}%{extra}")
+
+    runs = run_sessions(sessions, learn, evaluate, after=report)
+    acc, seen_counts = [r.accuracy for r in runs], [r.seen for r in runs]
     device.save()
     metrics = cil_metrics(acc)
     curve = plot_curve(out / "accuracy_per_session.png", {"PACE (device, closed form)": acc}, x=seen_counts,

@@ -1,4 +1,4 @@
-"""Baselines and PACE ablations (edge_pace.baselines) on tiny real audio: sox-rendered tones and noises,
+"""Baselines and PACE ablations (edge_pace.evaluation.baselines) on tiny real audio: sox-rendered tones and noises,
 4 classes in 3 sessions (2 + 1 + 1), 0.5 s clips, the pretrained aisfx backbone on CPU.
 
 Chance after session t is 1 / (classes seen); every method must beat it on average over the sessions,
@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_pace.baselines import (ACIL, METHODS, EmbeddingCache, FrozenEmbedder, PaceMethod, SimpleCIL,
+from edge_pace.evaluation.baselines import (ACIL, METHODS, EmbeddingCache, FrozenEmbedder, PaceMethod, SimpleCIL,
                                  make_method)
-from edge_pace.bench import load_benchmark, run_method
-from edge_pace.config import PaceConfig
-from edge_pace.data.metrics import accuracy_matrix, cil_metrics
+from edge_pace.evaluation.bench import load_benchmark, run_method
+from edge_pace.method.config import PaceConfig
+from edge_pace.evaluation.metrics import accuracy_matrix, cil_metrics
 
 RATE = 44100
 DURATION = 0.5

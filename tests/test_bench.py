@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edge_pace.bench import _execution_order, subsample
+from edge_pace.evaluation.bench import _execution_order, subsample
 from edge_pace.cli import app
 from edge_pace.cli.train import parse_overrides
-from edge_pace.config import PaceConfig
+from edge_pace.method.config import PaceConfig
 from edge_pace.data.loaders import Clip
 
 try:

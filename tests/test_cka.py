@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from edge_pace.cka import layerwise_cka, linear_cka
+from edge_pace.method.cka import layerwise_cka, linear_cka
 
 
 def _x(n: int = 200, p: int = 12, seed: int = 0) -> np.ndarray:

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from edge_pace.backbones import eat_vit, get_backbone
-from edge_pace.backbones.eat_vit import CONFIGS, EATCheckpointError, EATConfig, EATViT, load_eat_checkpoint
+from edge_pace.backbones.eat_checkpoint import EATCheckpointError, load_eat_checkpoint
+from edge_pace.backbones.eat_vit import CONFIGS, EATConfig, EATViT
 
 torch.set_num_threads(1)
 TINY = CONFIGS["tiny"]

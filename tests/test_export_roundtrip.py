@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from edge_pace.config import PaceConfig
-from edge_pace.pace import PaceLearner
+from edge_pace.method.config import PaceConfig
+from edge_pace.method.checkpoint import save_checkpoint
+from edge_pace.method.pace import PaceLearner
 from edge_pace.runtime.bundle import open_bundle
 from edge_pace.runtime.learner import Learner
 from sounds import sox_set
@@ -27,7 +28,7 @@ def adapted_checkpoint(tmp_path_factory):
     cfg = PaceConfig(e0=1, msa_epochs=1, d_proj=128, n_perturb=2, batch_size=8, quiet=True, seed=0)
     learner = PaceLearner("eat-tiny", cfg, pretrained=False)
     learner.fit_session(0, train[0], train[1])
-    ckpt = learner.save(tmp_path_factory.mktemp("rt") / "ckpt")
+    ckpt = save_checkpoint(learner, tmp_path_factory.mktemp("rt") / "ckpt")
     return learner, ckpt, test
 
 

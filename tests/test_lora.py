@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from edge_pace.backbones.aisfx_cnn import AisfxCNN
-from edge_pace.lora import (LoRALayer, add_lora, base_state_dict, load_lora_state_dict, lora_layers,
+from edge_pace.method.lora import (LoRALayer, add_lora, base_state_dict, load_lora_state_dict, lora_layers,
                             lora_parameters, lora_state_dict, merge_lora, unlearned, unlearned_weight)
 
 

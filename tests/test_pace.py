@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from edge_pace.backbones.aisfx_cnn import AisfxCNN
-from edge_pace.checkpoint import CheckpointError, load_adapted_model, load_checkpoint, save_checkpoint
-from edge_pace.config import PaceConfig
-from edge_pace.lora import lora_layers, unlearned
-from edge_pace.pace import PaceLearner, choose_l_tune
-from edge_pace.subspace import collect_inputs
+from edge_pace.method.checkpoint import CheckpointError, load_adapted_model, load_checkpoint, save_checkpoint
+from edge_pace.method.config import PaceConfig
+from edge_pace.method.lora import lora_layers, unlearned
+from edge_pace.method.pace import PaceLearner, choose_l_tune
+from edge_pace.method.subspace import collect_inputs
 
 SR = 44100
 

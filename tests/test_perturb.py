@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edge_pace.perturb import boundary_loss, boundary_mask, spec_masks
+from edge_pace.method.perturb import boundary_loss, boundary_mask, spec_masks
 
 
 def test_masks_shape_spans_and_ratios() -> None:

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from edge_pace.data.loaders import Clip, load_dataset
-from edge_pace.data.metrics import (
+from edge_pace.evaluation.metrics import (
     accuracy_matrix,
     cil_metrics,
     metrics_markdown,
     plot_curve,
     save_metrics_json,
 )
-from edge_pace.data.protocol import (
+from edge_pace.evaluation.protocol import (
     BENCHMARK_PROTOCOLS,
     check_sessions,
     class_order,

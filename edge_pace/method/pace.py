@@ -33,7 +33,6 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +41,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edge_pace.cka import layerwise_cka
-from edge_pace.config import PaceConfig
-from edge_pace.lora import (LoRAAdapter, add_lora, freeze_backbone, lora_layers, unlearned)
-from edge_pace.perturb import boundary_loss, boundary_mask, spec_masks
-from edge_pace.projection import RandomProjection, embedding_stats
+from edge_pace import backbones
+from edge_pace.method.cka import layerwise_cka
+from edge_pace.method.config import PaceConfig
+from edge_pace.method.lora import LoRAAdapter, add_lora, freeze_backbone, lora_layers, lora_parameters, unlearned
+from edge_pace.method.perturb import boundary_loss, boundary_mask, spec_masks
+from edge_pace.method.projection import RandomProjection, embedding_stats
+from edge_pace.method.subspace import GradientProjector, collect_inputs
+from edge_pace.method.training import (CosineHead, as_waves, autocast, embed_features, frontend_features, linear_head,
+                                       resolve_device, run_epochs, sgd, trainable)
 from edge_pace.runtime.analytic import AnalyticClassifier
-from edge_pace.subspace import GradientProjector, collect_inputs
 
 
 def choose_l_tune(cka: Sequence[float], rho_layer: float) -> int:
@@ -63,40 +65,6 @@ def choose_l_tune(cka: Sequence[float], rho_layer: float) -> int:
     return (below[0] + 1) if below else len(cka)
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
-    return dev
-
-
-def _backbone_kwargs(model: nn.Module) -> dict[str, Any]:
-    """Constructor arguments needed to rebuild a backbone's architecture (weights are stored apart)."""
-    from dataclasses import asdict
-
-    cls = type(model).__name__
-    if cls == "AisfxCNN":
-        return {"width": int(model.conv_block1.bn1.num_features)}
-    if cls == "EATViT":
-        return {"config": asdict(model.config)}
-    return {}
-
-
-class CosineHead(nn.Module):
-    """logits = scale * cos(f, w_c): a linear head on L2-normalised features with unit-norm class weights
-    (RanPAC's CosineLinear lineage), with a fixed scale. Rows start as random unit vectors."""
-
-    def __init__(self, dim: int, n_classes: int, scale: float, generator: torch.Generator | None = None) -> None:
-        super().__init__()
-        self.scale = float(scale)
-        self.weight = nn.Parameter(F.normalize(torch.randn(n_classes, dim, generator=generator), dim=-1))
-
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return self.scale * F.normalize(f.float(), dim=-1) @ F.normalize(self.weight, dim=-1).T
-
-
 class PaceLearner:
     """Class-incremental PACE learner over a pretrained backbone (see module docstring).
 
@@ -109,26 +77,21 @@ class PaceLearner:
         self.config = config if config is not None else PaceConfig()
         self.config.validate()
         if isinstance(backbone, str):
-            from edge_pace.backbones import get_backbone
-
-            model = get_backbone(backbone, pretrained=pretrained, weights=weights)
-            name = backbone
-            if weights is None and pretrained and backbone == "aisfx":
-                from edge_pace.backbones.weights import aisfx_path
-
-                weights = str(aisfx_path())
-            reproducible = weights is not None
+            model, spec = backbones.load(backbone, weights, pretrained=pretrained)
+            reproducible = spec.weights_file is not None
         else:
-            model, name = backbone, str(getattr(backbone, "name", type(backbone).__name__))
-            reproducible, weights = False, None
+            model, spec, reproducible = backbone, backbones.spec_of(backbone), False
+        name = spec.name
         for attr in ("frontend", "blocks", "embed_features", "embed_dim", "sample_rate"):
             if not hasattr(model, attr):
                 raise TypeError(f"backbone {name!r} lacks `{attr}`: PACE needs frontend, blocks, embed_features, "
                                 "embed_dim and sample_rate")
+        self.spec = spec  # window/hop, LoRA targets, licence, ... (edge_pace.backbones)
+        self.lora_targets = tuple(self.config.lora_targets) or spec.lora_targets
         self.backbone_spec: dict[str, Any] = {
-            "name": name, "weights": str(Path(weights).resolve()) if weights else None,
-            "class": f"{type(model).__module__}.{type(model).__qualname__}",
-            "kwargs": _backbone_kwargs(model), "store_base": not reproducible}
+            "name": name, "weights": str(Path(spec.weights_file).resolve()) if reproducible else None,
+            "class": backbones.class_path(model), "kwargs": backbones.architecture(model),
+            "store_base": not reproducible}
         self.device = resolve_device(device or self.config.device)
         self.backbone = model.to(self.device)
         freeze_backbone(self.backbone)
@@ -161,11 +124,6 @@ class PaceLearner:
         return [] if self.classifier is None else list(self.classifier.classes)
 
     # ---- helpers ----------------------------------------------------------------------------------------
-    def _autocast(self):
-        if self.device.type == "cuda" and self.config.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
-
     def _progress(self, description: str, total: int):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -175,37 +133,21 @@ class PaceLearner:
         task = progress.add_task(description, total=total, info="")
         return progress, task
 
-    def _as_waves(self, waves: np.ndarray | torch.Tensor) -> torch.Tensor:
-        w = torch.as_tensor(np.asarray(waves, dtype=np.float32) if not isinstance(waves, torch.Tensor) else waves)
-        if w.dim() == 1:
-            w = w[None]
-        if hasattr(self.backbone, "check_input"):
-            w = self.backbone.check_input(w.float())
-        return w.float()
-
     @torch.no_grad()
     def frontend_features(self, waves: np.ndarray | torch.Tensor) -> torch.Tensor:
         """[n, S] waveforms -> [n, T, F] frontend features (float32, on CPU), computed in float32."""
-        w = self._as_waves(waves)
-        out = [self.backbone.frontend(w[i:i + self.config.embed_batch].to(self.device)).float().cpu()
-               for i in range(0, len(w), self.config.embed_batch)]
-        return torch.cat(out)
+        return frontend_features(self.backbone, waves, self.config.embed_batch, self.device)
 
-    @torch.no_grad()
     def _embed(self, feats: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
         """[n, T, F] -> [n, D] backbone features (float32, on the device)."""
-        model = self.backbone if model is None else model
-        out = []
-        for i in range(0, len(feats), self.config.embed_batch):
-            with self._autocast():
-                out.append(model.embed_features(feats[i:i + self.config.embed_batch].to(self.device)).float())
-        return torch.cat(out)
+        return embed_features(self.backbone if model is None else model, feats, self.config.embed_batch, self.device,
+                              self.config.amp)
 
     @torch.no_grad()
     def _layer_features(self, model: nn.Module, feats: torch.Tensor) -> list[torch.Tensor]:
         per_batch = []
         for i in range(0, len(feats), self.config.embed_batch):
-            with self._autocast():
+            with autocast(self.device, self.config.amp):
                 _, layers = model.embed_features(feats[i:i + self.config.embed_batch].to(self.device),
                                                  return_layers=True)
             per_batch.append([x.float().cpu() for x in layers])
@@ -220,18 +162,12 @@ class PaceLearner:
         if cfg.head == "cosine":
             head: nn.Module = CosineHead(self.embed_dim, n_classes, cfg.head_scale, g)
         else:
-            head = nn.Linear(self.embed_dim, n_classes)
-            bound = 1.0 / np.sqrt(self.embed_dim)
-            with torch.no_grad():
-                head.weight.copy_(torch.rand(head.weight.shape, generator=g) * 2 * bound - bound)
-                head.bias.zero_()
+            head = linear_head(self.embed_dim, n_classes, g)
         head.requires_grad_(False)  # each training stage switches on what it trains
         return head.to(self.device)
 
     def _optimizer(self, groups: list[tuple[list[nn.Parameter], float]]) -> torch.optim.Optimizer:
-        cfg = self.config
-        return torch.optim.SGD([{"params": p, "lr": lr} for p, lr in groups if p],
-                               momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return sgd(groups, self.config.momentum, self.config.weight_decay)
 
     # ---- training loops -------------------------------------------------------------------------------
     def _train_head(self, head: nn.Module, model: nn.Module, feats: torch.Tensor, y: torch.Tensor,
@@ -243,24 +179,17 @@ class PaceLearner:
         emb = self._embed(feats, model)
         head.requires_grad_(True)
         opt = self._optimizer([(list(head.parameters()), cfg.lr_head)])
-        n, bs = len(feats), cfg.batch_size
-        steps = (n + bs - 1) // bs
-        losses = []
-        progress, task = self._progress(description, cfg.head_epochs * steps)
+
+        def step(idx: torch.Tensor):
+            return F.cross_entropy(head(emb[idx.to(self.device)]), y[idx].to(self.device)), {}
+
+        n = len(feats)
+        progress, task = self._progress(description, cfg.head_epochs * -(-n // cfg.batch_size))
         with progress:
-            for _ in range(cfg.head_epochs):
-                perm, total = torch.randperm(n, generator=g), 0.0
-                for s in range(0, n, bs):
-                    idx = perm[s:s + bs]
-                    loss = F.cross_entropy(head(emb[idx.to(self.device)]), y[idx].to(self.device))
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    total += float(loss.detach()) * len(idx)
-                    progress.update(task, advance=1, info=f"loss {float(loss.detach()):.3f}")
-                losses.append(total / n)
+            epochs = run_epochs(opt, n, cfg.batch_size, cfg.head_epochs, g, step, progress=lambda loss: progress.update(
+                task, advance=1, info=f"loss {loss:.3f}"))
         head.requires_grad_(False)
-        return losses
+        return [e["loss"] / n for e in epochs]
 
     def _train_backbone(self, model: nn.Module, head: nn.Module, groups: list[tuple[list[nn.Parameter], float]],
                         feats: torch.Tensor, y: torch.Tensor, epochs: int, g: torch.Generator,
@@ -268,54 +197,43 @@ class PaceLearner:
         """LoRA (and, for naive FSA, head) training with CE + lambda * L_reg on [n, T, F] features."""
         cfg = self.config
         params = [p for ps, _ in groups for p in ps]
-        for p in params:
-            p.requires_grad_(True)
+        trainable(params, True)
         opt = self._optimizer(groups)
-        n, bs, npt = len(feats), cfg.batch_size, cfg.n_perturb
+        n, npt = len(feats), cfg.n_perturb
         use_reg = use_reg and npt > 0 and cfg.lambda_reg > 0
-        steps = (n + bs - 1) // bs
         stats: dict[str, Any] = {"loss": [], "ce": [], "reg": [], "boundary": []}
         if epochs == 0:
             return stats
-        progress, task = self._progress(description, epochs * steps)
+
+        def step(idx: torch.Tensor):
+            xb, yb = feats[idx], y[idx].to(self.device)
+            b = len(idx)
+            if use_reg:
+                copies = spec_masks(xb, npt, cfg.r_time, cfg.r_freq, g)
+                xb = torch.cat([xb, copies.reshape(-1, *xb.shape[1:])])
+            with autocast(self.device, cfg.amp):
+                f = model.embed_features(xb.to(self.device)).float()
+            f_x = f[:b]
+            ce = F.cross_entropy(head(f_x), yb)
+            sums = {"ce": float(ce.detach()) * b, "reg": 0.0, "boundary": 0}
+            if not use_reg:
+                return ce, sums
+            f_u = f[b:].reshape(b, npt, -1)
+            with torch.no_grad():
+                bmask = boundary_mask(head(f_u), yb, cfg.rho_p)
+            reg = boundary_loss(f_x, f_u, yb, bmask, cfg.delta, cfg.reg_normalise, cfg.push_other_classes)
+            sums.update(reg=float(reg.detach()) * b, boundary=int(bmask.sum()))
+            return ce + cfg.lambda_reg * reg, sums
+
+        progress, task = self._progress(description, epochs * -(-n // cfg.batch_size))
         with progress:
-            for _ in range(epochs):
-                perm = torch.randperm(n, generator=g)
-                tot = {"loss": 0.0, "ce": 0.0, "reg": 0.0, "boundary": 0}
-                for s in range(0, n, bs):
-                    idx = perm[s:s + bs]
-                    xb, yb = feats[idx], y[idx].to(self.device)
-                    b = len(idx)
-                    if use_reg:
-                        copies = spec_masks(xb, npt, cfg.r_time, cfg.r_freq, g)
-                        xb = torch.cat([xb, copies.reshape(-1, *xb.shape[1:])])
-                    with self._autocast():
-                        f = model.embed_features(xb.to(self.device)).float()
-                    f_x = f[:b]
-                    ce = F.cross_entropy(head(f_x), yb)
-                    loss = ce
-                    if use_reg:
-                        f_u = f[b:].reshape(b, npt, -1)
-                        with torch.no_grad():
-                            bmask = boundary_mask(head(f_u), yb, cfg.rho_p)
-                        reg = boundary_loss(f_x, f_u, yb, bmask, cfg.delta, cfg.reg_normalise, cfg.push_other_classes)
-                        loss = ce + cfg.lambda_reg * reg
-                        tot["reg"] += float(reg.detach()) * b
-                        tot["boundary"] += int(bmask.sum())
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"{description}: the training loss became {float(loss.detach())}; "
-                                                 "lower the learning rate")
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    tot["loss"] += float(loss.detach()) * b
-                    tot["ce"] += float(ce.detach()) * b
-                    progress.update(task, advance=1, info=f"loss {float(loss.detach()):.3f}")
-                for k in ("loss", "ce", "reg"):
-                    stats[k].append(tot[k] / n)
-                stats["boundary"].append(tot["boundary"])
-        for p in params:
-            p.requires_grad_(False)
+            totals = run_epochs(opt, n, cfg.batch_size, epochs, g, step, what=description,
+                                progress=lambda loss: progress.update(task, advance=1, info=f"loss {loss:.3f}"))
+        for tot in totals:
+            for k in ("loss", "ce", "reg"):
+                stats[k].append(tot[k] / n)
+            stats["boundary"].append(tot["boundary"])
+        trainable(params, False)
         return stats
 
     # ---- FSA ------------------------------------------------------------------------------------------
@@ -324,11 +242,10 @@ class PaceLearner:
         cfg = self.config
         probe = copy.deepcopy(self.backbone)
         freeze_backbone(probe)
-        adapters = add_lora(probe, range(self.n_blocks), cfg.lora_rank, cfg.lora_alpha, 0, cfg.lora_targets, g)
+        add_lora(probe, range(self.n_blocks), cfg.lora_rank, cfg.lora_alpha, 0, self.lora_targets, g)
         head = self._new_head(n_classes, g)
         self._train_head(head, probe, feats, y, g, "probe: head")
-        params = [p for a in adapters.values() for p in (a.A, a.B)]
-        st = self._train_backbone(probe, head, [(params, cfg.lr_backbone)], feats, y, cfg.e0, g,
+        st = self._train_backbone(probe, head, [(lora_parameters(probe, 0), cfg.lr_backbone)], feats, y, cfg.e0, g,
                                   cfg.probe_boundary_loss and cfg.use_boundary_loss, "probe: LoRA, all blocks")
         n = len(feats)
         sub = torch.randperm(n, generator=g)[:cfg.cka_max_samples].sort().values if n > cfg.cka_max_samples \
@@ -347,22 +264,21 @@ class PaceLearner:
         if cfg.naive_fsa:
             self.l_tune, self.cka = 1, None
             adapters = add_lora(self.backbone, range(self.n_blocks), cfg.lora_rank, cfg.lora_alpha, 0,
-                                cfg.lora_targets, g)
+                                self.lora_targets, g)
             head = self._new_head(n_classes, g)
-            params = [p for a in adapters.values() for p in (a.A, a.B)]
             st = self._train_backbone(self.backbone, head, [(list(head.parameters()), cfg.lr_head),
-                                                            (params, cfg.lr_backbone)],
+                                                            (lora_parameters(self.backbone, 0), cfg.lr_backbone)],
                                       feats, y, cfg.e0, g, cfg.use_boundary_loss, "naive FSA: head + LoRA")
         else:
             self.cka = self._probe(feats, y, n_classes, g, metrics)
             self.l_tune = choose_l_tune(self.cka, cfg.rho_layer)
             metrics["probe_seconds"] = time.perf_counter() - t
             adapters = add_lora(self.backbone, range(self.tune_start, self.n_blocks), cfg.lora_rank,
-                                cfg.lora_alpha, 0, cfg.lora_targets, g)
+                                cfg.lora_alpha, 0, self.lora_targets, g)
             head = self._new_head(n_classes, g)
             metrics["head_loss"] = self._train_head(head, self.backbone, feats, y, g, "FSA: head")
-            params = [p for a in adapters.values() for p in (a.A, a.B)]
-            st = self._train_backbone(self.backbone, head, [(params, cfg.lr_backbone)], feats, y, cfg.e0, g,
+            st = self._train_backbone(self.backbone, head, [(lora_parameters(self.backbone, 0), cfg.lr_backbone)], feats,
+                                      y, cfg.e0, g,
                                       cfg.use_boundary_loss, f"FSA: LoRA, blocks >= {self.l_tune}")
         metrics.update(cka=self.cka, l_tune=self.l_tune, adapted=True, adapted_layers=list(adapters),
                        train=st, fsa_seconds=time.perf_counter() - t)
@@ -389,15 +305,15 @@ class PaceLearner:
         metrics["subspace_seconds"] = time.perf_counter() - t
         metrics["subspace"] = dims
         adapters: dict[str, LoRAAdapter] = add_lora(self.backbone, range(self.tune_start, self.n_blocks),
-                                                    cfg.lora_rank, cfg.lora_alpha, session, cfg.lora_targets, g)
+                                                    cfg.lora_rank, cfg.lora_alpha, session, self.lora_targets, g)
         if set(adapters) != set(bases):
             raise RuntimeError(f"MSA layers {sorted(adapters)} differ from the FSA layers {sorted(bases)}")
         projector = GradientProjector(adapters, bases, cfg.msa_projection)
         try:
             head = self._new_head(n_classes, g)
             metrics["head_loss"] = self._train_head(head, self.backbone, feats, y, g, f"MSA {session}: head")
-            params = [p for a in adapters.values() for p in (a.A, a.B)]
-            st = self._train_backbone(self.backbone, head, [(params, cfg.msa_lr)], feats, y, cfg.msa_epochs, g,
+            st = self._train_backbone(self.backbone, head, [(lora_parameters(self.backbone, session), cfg.msa_lr)],
+                                      feats, y, cfg.msa_epochs, g,
                                       cfg.use_boundary_loss, f"MSA {session}: LoRA")
         finally:
             projector.remove()
@@ -415,7 +331,7 @@ class PaceLearner:
             raise ValueError(f"expected session {self.sessions_done} next (sessions are learned in order), "
                              f"got session {session_index}")
         labels = [str(x) for x in labels]
-        w = self._as_waves(waves)
+        w = as_waves(self.backbone, waves)
         if len(labels) != len(w):
             raise ValueError(f"got {len(w)} waveforms but {len(labels)} labels")
         if len(w) == 0:
@@ -472,15 +388,3 @@ class PaceLearner:
         if self.classifier is None:
             raise RuntimeError("no session learned yet: call fit_session(0, ...) first")
         return self.classifier.predict(self.features(waves))
-
-    def save(self, folder: str | Path) -> Path:
-        from edge_pace.checkpoint import save_checkpoint
-
-        return save_checkpoint(self, folder)
-
-    @classmethod
-    def from_checkpoint(cls, folder: str | Path, device: str | None = None) -> "PaceLearner":
-        """Resume from ``save_checkpoint``: the next ``fit_session`` continues at the next session."""
-        from edge_pace.checkpoint import load_checkpoint
-
-        return load_checkpoint(folder, device=device)

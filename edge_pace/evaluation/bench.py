@@ -6,7 +6,7 @@ decoded once. Every method then learns the sessions in order and, after each, pr
 of all classes seen so far. Outputs, in ``out``:
 
 * ``results.md``: per benchmark, a table of average incremental accuracy, last accuracy, forgetting
-  (``edge_pace.data.metrics``), wall time per run and device, plus the mean over benchmarks;
+  (``edge_pace.evaluation.metrics``), wall time per run and device, plus the mean over benchmarks;
 * ``results.json``: the same plus per-session and per-task accuracies, session times and settings;
 * ``curves_<benchmark>.png``: accuracy on seen classes after each session, all methods.
 
@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,14 +31,16 @@ from typing import Any
 
 import numpy as np
 
-from edge_pace.baselines import METHODS, FrozenEmbedder, PaceMethod, make_method
-from edge_pace.config import PaceConfig
+from edge_pace import backbones
 from edge_pace.data.loaders import Clip, load_dataset, read_clips
-from edge_pace.data.metrics import CILMetrics, accuracy_matrix, cil_metrics, plot_curve, save_metrics_json
-from edge_pace.data.protocol import Session, make_sessions, protocol_for
+from edge_pace.evaluation.baselines import FrozenEmbedder, PaceMethod, check_methods, frozen_methods, make_method
+from edge_pace.evaluation.metrics import CILMetrics, accuracy_matrix, cil_metrics
+from edge_pace.evaluation.protocol import Session, make_sessions, protocol_for
+from edge_pace.evaluation.report import pct, write_outputs
+from edge_pace.method.config import PaceConfig
+from edge_pace.method.sessions import run_sessions
 
 SYNTH_BENCHMARKS = ("environment", "keywords", "speakers", "instruments")
-FROZEN_METHODS = ("simplecil", "acil")
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -164,19 +164,23 @@ def run_method(method, data: BenchmarkData, *, start: int = 0, inherited_seconds
     if len(y_pred_before) != start or len(fit_seconds_before) != start:
         raise ValueError(f"starting at session {start} needs {start} earlier predictions and fit times")
     t0 = time.perf_counter() - built_seconds - inherited_seconds
-    y_pred = [list(p) for p in y_pred_before]
-    fit_s = [float(x) for x in fit_seconds_before]
     if start == 0 and hasattr(method, "prepare"):
         train = [c for s in data.sessions for c in s.train]
         method.prepare(data.waves(train), [c.label for c in train], [c.path for c in train])
-    for s in data.sessions[start:]:
-        t = time.perf_counter()
-        method.fit_session(s.index, data.waves(s.train), [c.label for c in s.train], [c.path for c in s.train])
-        fit_s.append(time.perf_counter() - t)
-        y_pred.append(method.predict(data.waves(s.test), [c.path for c in s.test]))
+
+    def learn(s: Session):
+        return method.fit_session(s.index, data.waves(s.train), [c.label for c in s.train], [c.path for c in s.train])
+
+    def evaluate(s: Session):
+        return method.predict(data.waves(s.test), [c.path for c in s.test]), [c.label for c in s.test]
+
+    def after(r) -> None:
         if after_session is not None:
-            after_session(s.index, method, time.perf_counter() - t0, y_pred[-1])
-    return y_pred, fit_s, time.perf_counter() - t0
+            after_session(r.index, method, time.perf_counter() - t0, r.y_pred)
+
+    runs = run_sessions(data.sessions, learn, evaluate, start=start, after=after)
+    return ([list(p) for p in y_pred_before] + [r.y_pred for r in runs],
+            [float(x) for x in fit_seconds_before] + [r.fit_seconds for r in runs], time.perf_counter() - t0)
 
 
 def _failed(benchmark: str, method: str, data: BenchmarkData, fp: str, error: str, seconds: float, device: str,
@@ -218,7 +222,7 @@ class BenchSpec:
     benchmarks: list[tuple[str, str, str]]  # (name, kind, root)
     config: PaceConfig
     out: Path
-    backbone: str = "aisfx"
+    backbone: str = backbones.DEFAULT
     weights: str | None = None
     device: str = "auto"
     duration: float = 1.0
@@ -230,9 +234,7 @@ class BenchSpec:
     share_session0: bool = True  # pace-no-msa continues pace's session 0
 
     def check(self) -> None:
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown or not self.methods:
-            raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+        check_methods(self.methods)
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods repeat: {self.methods}")
         if not self.benchmarks:
@@ -246,11 +248,8 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = print, quiet: bool =
     spec.check()
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
-    from edge_pace.backbones import BACKBONES
-
-    if spec.backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {spec.backbone!r}; choose one of {sorted(BACKBONES)}")
-    sample_rate = BACKBONES[spec.backbone].sample_rate
+    sample_rate = backbones.get_spec(spec.backbone).sample_rate
+    frozen = frozen_methods()
     old: dict[tuple[str, str], RunResult] = {}
     if spec.resume and (out / "results.json").is_file():
         for d in json.loads((out / "results.json").read_text()).get("runs", []):
@@ -286,10 +285,10 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = print, quiet: bool =
                     progress.advance(overall)
                     write_outputs(results, spec, info)
                     continue
-                if mname in FROZEN_METHODS and embedder is None:
+                if mname in frozen and embedder is None:
                     embedder = FrozenEmbedder(spec.backbone, weights=spec.weights, device=spec.device,
                                               batch=spec.config.embed_batch, cache_dir=spec.cache_dir)
-                if mname in FROZEN_METHODS and "embed_seconds" not in binfo:
+                if mname in frozen and "embed_seconds" not in binfo:
                     # fill the cache once for all frozen-backbone methods; its time is reported per benchmark
                     te, n0 = time.perf_counter(), embedder.n_embedded
                     clips = sorted({c.path: c for s in data.sessions for c in [*s.train, *s.test]}.values(),
@@ -298,7 +297,7 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = print, quiet: bool =
                     binfo["embed_seconds"] = time.perf_counter() - te
                     binfo["embedded"] = embedder.n_embedded - n0
                     binfo["embed_cached"] = len(clips) - binfo["embedded"]
-                    log(f"{name}: frozen {spec.backbone} embeddings for {', '.join(FROZEN_METHODS)}: "
+                    log(f"{name}: frozen {spec.backbone} embeddings for {', '.join(frozen)}: "
                         f"{binfo['embedded']} computed, {binfo['embed_cached']} from the cache, "
                         f"{binfo['embed_seconds']:.1f} s")
                 stask = progress.add_task(f"{name} / {mname}", total=len(data.sessions))
@@ -341,7 +340,7 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = print, quiet: bool =
                     r = RunResult(name, mname, metrics, seconds, method.device, fit_s,
                                   [len(s.seen) for s in data.sessions], fp, notes, _history(method))
                     log(f"{name} / {mname}: avg {100 * metrics.average_incremental_accuracy:.2f} %, last "
-                        f"{100 * metrics.last_accuracy:.2f} %, forgetting {_pct(metrics.forgetting)} %, "
+                        f"{100 * metrics.last_accuracy:.2f} %, forgetting {pct(metrics.forgetting)} %, "
                         f"{seconds:.1f} s on {method.device}")
                 progress.remove_task(stask)
                 results.append(r)
@@ -349,105 +348,6 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = print, quiet: bool =
                 progress.advance(overall)
                 write_outputs(results, spec, info)
     return results
-
-
-# --------------------------------------------------------------------------------------------- outputs
-
-def _pct(v: float) -> str:
-    return "n/a" if v is None or not math.isfinite(v) else f"{100 * v:.2f}"
-
-
-def bench_markdown(results: Sequence[RunResult], spec: BenchSpec | None = None,
-                   info: dict[str, Any] | None = None) -> str:
-    """The results as Markdown: one table per benchmark and the mean over benchmarks."""
-    import torch
-
-    lines = ["# edge-pace bench", ""]
-    if spec is not None:
-        cfg = spec.config
-        lines += [f"- backbone: {spec.backbone}; clips {spec.duration:g} s; seed {spec.seed}; "
-                  f"train/test clips per class: {spec.train_per_class or 'all'}/{spec.test_per_class or 'all'}",
-                  f"- PaceConfig: e0={cfg.e0}, msa_epochs={cfg.msa_epochs}, n_stop={cfg.n_stop}, d_proj={cfg.d_proj}, "
-                  f"lora_rank={cfg.lora_rank}, n_perturb={cfg.n_perturb}, batch={cfg.batch_size}, "
-                  f"lr_backbone={cfg.lr_backbone}, lr_head={cfg.lr_head}, msa_lr={cfg.msa_lr}",
-                  f"- host: {platform.machine()} {platform.processor() or ''} ({_cpu_count()} CPUs), "
-                  f"torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M')}",
-                  "- accuracies in % (average incremental = mean over sessions of the accuracy on all classes "
-                  "seen so far; forgetting: Chaudhry et al.); wall time = build + all sessions + evaluations", ""]
-    benchmarks = list(dict.fromkeys(r.benchmark for r in results))
-    for b in benchmarks:
-        rows = [r for r in results if r.benchmark == b]
-        bi = (info or {}).get("benchmarks", {}).get(b, {})
-        lines.append(f"## {b}")
-        if bi:
-            lines.append(f"{bi['kind']}: {bi['classes']} classes, sessions {bi['session_sizes']}, "
-                         f"{bi['n_train']} train / {bi['n_test']} test clips.")
-            if "embed_seconds" in bi:
-                lines.append(f"Frozen embeddings for {', '.join(FROZEN_METHODS)} (shared cache): {bi['embedded']} "
-                             f"computed + {bi['embed_cached']} cached in {bi['embed_seconds']:.1f} s (not in their "
-                             "wall times).")
-        lines += ["", "| method | avg. incremental acc. | last acc. | forgetting | wall time (s) | device |",
-                  "|---|---|---|---|---|---|"]
-        best_avg = max((r.metrics.average_incremental_accuracy for r in rows if r.ok), default=float("nan"))
-        for r in rows:
-            m = r.metrics
-            if not r.ok:
-                lines.append(f"| {r.method} | failed: {r.error} | | | {r.seconds:.1f} | {r.device} |")
-                continue
-            avg = _pct(m.average_incremental_accuracy)
-            if m.average_incremental_accuracy == best_avg and len(rows) > 1:
-                avg = f"**{avg}**"
-            note = f" ({'; '.join(r.notes)})" if r.notes else ""
-            lines.append(f"| {r.method} | {avg} | {_pct(m.last_accuracy)} | {_pct(m.forgetting)} | "
-                         f"{r.seconds:.1f}{note} | {r.device} |")
-        lines += ["", f"![{b}](curves_{b}.png)", ""]
-    if len(benchmarks) > 1:
-        methods = list(dict.fromkeys(r.method for r in results))
-        lines += ["## mean over benchmarks", "", "| method | avg. incremental acc. | last acc. | forgetting | "
-                  "total wall time (s) | benchmarks |", "|---|---|---|---|---|---|"]
-        for meth in methods:
-            rows = [r for r in results if r.method == meth and r.ok]
-            if not rows:
-                continue
-            mean = lambda xs: float(np.nanmean(xs)) if np.isfinite(xs).any() else float("nan")  # noqa: E731
-            lines.append(f"| {meth} | {_pct(mean([r.metrics.average_incremental_accuracy for r in rows]))} | "
-                         f"{_pct(mean([r.metrics.last_accuracy for r in rows]))} | "
-                         f"{_pct(mean([r.metrics.forgetting for r in rows]))} | "
-                         f"{sum(r.seconds for r in rows):.1f} | {len(rows)} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _cpu_count() -> int:
-    import os
-
-    return os.cpu_count() or 1
-
-
-def write_outputs(results: Sequence[RunResult], spec: BenchSpec, info: dict[str, Any] | None = None) -> dict[str, Path]:
-    """results.md, results.json and one curves_<benchmark>.png per benchmark in ``spec.out``."""
-    out = Path(spec.out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
-    md = out / "results.md"
-    tmp = md.with_suffix(".md.tmp")
-    tmp.write_text(bench_markdown(results, spec, info))
-    tmp.replace(md)
-    paths["markdown"] = md
-    settings = {"methods": spec.methods, "benchmarks": [list(b) for b in spec.benchmarks], "backbone": spec.backbone,
-                "weights": spec.weights, "device": spec.device, "duration": spec.duration, "seed": spec.seed,
-                "train_per_class": spec.train_per_class, "test_per_class": spec.test_per_class,
-                "config": spec.config.to_dict()}
-    paths["json"] = save_metrics_json(out / "results.json", {"settings": settings, "info": info or {},
-                                                             "runs": [r.to_dict() for r in results]})
-    for b in dict.fromkeys(r.benchmark for r in results):
-        rows = [r for r in results if r.benchmark == b and r.ok]
-        if not rows:
-            continue
-        paths[f"png:{b}"] = plot_curve(out / f"curves_{b}.png", {r.method: r.metrics.acc_per_session for r in rows},
-                                       x=rows[0].classes_seen, title=f"{b}: accuracy on seen classes",
-                                       xlabel="classes seen")
-    return paths
 
 
 def synth_benchmarks(data: Path, names: Sequence[str], scale: float, seed: int = 0,
@@ -469,4 +369,4 @@ def synth_benchmarks(data: Path, names: Sequence[str], scale: float, seed: int =
 
 
 __all__ = ["BenchmarkData", "BenchSpec", "RunResult", "SYNTH_BENCHMARKS", "load_benchmark", "subsample",
-           "run_method", "run_bench", "bench_markdown", "write_outputs", "synth_benchmarks", "settings_fingerprint"]
+           "run_method", "run_bench", "synth_benchmarks", "settings_fingerprint"]

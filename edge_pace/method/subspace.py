@@ -20,7 +20,7 @@ from contextlib import contextmanager
 import torch
 from torch.nn import functional as F
 
-from edge_pace.lora import LoRAAdapter, LoRALayer
+from edge_pace.method.lora import LoRAAdapter, LoRALayer
 
 _EPS = 1e-10  # eigenvalues below _EPS * largest are treated as zero
 _CPU_FLOAT32_DIM = 1024

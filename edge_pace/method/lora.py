@@ -26,8 +26,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edge_pace.config import DEFAULT_LORA_TARGETS
-
 _KEY = re.compile(r"^(?P<layer>.+)\.s(?P<session>\d+)\.(?P<part>A|B|alpha)$")
 
 
@@ -172,9 +170,11 @@ def _block_prefixes(model: nn.Module) -> list[str]:
 
 
 def target_layers(model: nn.Module, layer_indices: Sequence[int],
-                  targets: Sequence[str] = DEFAULT_LORA_TARGETS) -> dict[str, nn.Module]:
+                  targets: Sequence[str] | None = None) -> dict[str, nn.Module]:
     """Qualified name -> layer (nn.Conv2d / nn.Linear / LoRALayer) of the targets inside the given blocks
-    (0-based indices into ``model.blocks``). A target matches the last component of a module's name."""
+    (0-based indices into ``model.blocks``). A target matches the last component of a module's name; no
+    ``targets``: the backbone's own (``model.lora_targets``)."""
+    targets = tuple(targets) if targets else tuple(getattr(model, "lora_targets", ()))
     blocks, prefixes = _blocks(model), _block_prefixes(model)
     found: dict[str, nn.Module] = {}
     for i in layer_indices:
@@ -198,7 +198,7 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def add_lora(model: nn.Module, layer_indices: Sequence[int], rank: int, alpha: float, session: int,
-             targets: Sequence[str] = DEFAULT_LORA_TARGETS,
+             targets: Sequence[str] | None = None,
              generator: torch.Generator | None = None) -> dict[str, LoRAAdapter]:
     """Give every target layer of the given blocks (0-based) a new adapter for ``session``.
 
