@@ -5,7 +5,7 @@ import pytest
 import torch
 import torchaudio
 
-from edge_pace.frontends import AisfxLogMel, KaldiFbank, check_waveform, htk_mel_filterbank
+from edge_pace.backbones.frontends import AisfxLogMel, KaldiFbank, check_waveform, htk_mel_filterbank
 
 
 def _signal(sr: int, seconds: float, seed: int = 0) -> torch.Tensor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edge_pace.frontends import AisfxLogMel, check_waveform
+from edge_pace.backbones.frontends import AisfxLogMel, check_waveform
 
 
 class ConvBlock(nn.Module):

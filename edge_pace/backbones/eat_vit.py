@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edge_pace.frontends import KaldiFbank, check_waveform
+from edge_pace.backbones.frontends import KaldiFbank, check_waveform
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_pace.frontends import ConvPowerSTFT, check_waveform
+from edge_pace.backbones.frontends import ConvPowerSTFT, check_waveform
 
 SAMPLE_RATE = 16000
 N_FFT, HOP, N_MELS = 400, 160, 40
