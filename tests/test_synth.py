@@ -14,6 +14,7 @@ import typer
 from typer.testing import CliRunner
 
 from edge_pace.data import synth as S
+from edge_pace.data import synth_render as R
 from edge_pace.data.synth import (
     BENCHMARKS,
     ESPEAK_VARIANTS,
@@ -200,8 +201,8 @@ def test_midi_writer_variable_length_quantities() -> None:
     # examples from the Standard MIDI File specification
     for value, encoded in [(0, "00"), (0x40, "40"), (0x7F, "7f"), (0x80, "8100"), (0x2000, "c000"),
                            (0x3FFF, "ff7f"), (0x4000, "818000"), (0x0FFFFFFF, "ffffff7f")]:
-        assert S._vlq(value).hex() == encoded
-    mid = S.midi_file([(500, bytes([0x80, 60, 0])), (0, bytes([0x90, 60, 100]))])
+        assert R._vlq(value).hex() == encoded
+    mid = R.midi_file([(500, bytes([0x80, 60, 0])), (0, bytes([0x90, 60, 100]))])
     assert mid[:14] == b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x03\xe8"  # format 0, 1 track, 1000 ticks/qn
     track = mid[22:]
     assert track.endswith(b"\x00\x90\x3c\x64\x83\x74\x80\x3c\x00\x00\xff\x2f\x00")  # sorted, delta 500

@@ -49,7 +49,9 @@ def require_aisfx() -> Path:
 def convert_aisfx_checkpoint(raw: bytes, out: Path) -> Path:
     """Verify and convert the raw checkpoint.pth bytes into a safetensors file of EmbeddingNet weights."""
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from edge_pace.runtime.atomic import atomic_write_bytes
 
     digest = hashlib.sha256(raw).hexdigest()
     if len(raw) != AISFX_SIZE or digest != AISFX_SHA256:
@@ -68,11 +70,9 @@ def convert_aisfx_checkpoint(raw: bytes, out: Path) -> Path:
     if not tensors:
         raise ValueError("aisfx checkpoint holds no embedding_net.* tensors")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"source": AISFX_WHEEL + ":" + AISFX_MEMBER, "sha256": AISFX_SHA256,
-                                           "license": "CC BY 4.0 (c) 2022 A.B. Ma and A. Lerch"})
-    os.replace(tmp, out)
-    return out
+    return atomic_write_bytes(out, save(tensors, metadata={"source": AISFX_WHEEL + ":" + AISFX_MEMBER,
+                                                          "sha256": AISFX_SHA256,
+                                                          "license": "CC BY 4.0 (c) 2022 A.B. Ma and A. Lerch"}))
 
 
 def fetch_aisfx(force: bool = False, wheel: str | Path | None = None) -> Path:

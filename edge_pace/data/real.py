@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from edge_pace.data import real_audio as A
-from edge_pace.data.synth import _write_wav
+from edge_pace.data.synth_render import _write_wav
 from edge_pace.runtime.atomic import atomic_replace_dir
 
 __all__ = ["SOURCES", "CLASSES", "HELD_OUT", "RealPaths", "MissingPackageError", "build_real", "class_counts"]

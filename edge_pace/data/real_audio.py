@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_pace.data.synth import _parse_wav, _run, midi_file
+from edge_pace.data.synth_render import _parse_wav, _run, midi_file
 
 ACTIVE_DB = -30.0  #: a 10 ms frame is active if its RMS is within 30 dB of the loudest frame
 PRE_ROLL_S = 0.05  #: onset-aligned windows start this long before the first active frame

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edge_pace.runtime.atomic import atomic_write_bytes
 
 
 @dataclass
@@ -137,22 +137,13 @@ def _jsonable(obj: Any) -> Any:
 
 def save_metrics_json(path: str | Path, results: Mapping[str, Any] | CILMetrics, **extra: Any) -> Path:
     """Write metrics (a CILMetrics, or a mapping such as {method: CILMetrics, "config": {...}}) plus
-    ``extra`` keys as indented JSON; NaN -> null. Atomic (temp file + rename). Returns the path."""
+    ``extra`` keys as indented JSON; NaN -> null. Atomic (runtime/atomic.py). Returns the path."""
     path = Path(path)
     payload = _jsonable(results)
     if extra:
         payload = {**payload, **_jsonable(extra)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_bytes(path, (json.dumps(payload, indent=2, allow_nan=False) + "\n").encode())
 
 
 def metrics_markdown(results: Mapping[str, CILMetrics]) -> str:
