@@ -68,11 +68,11 @@ def choose_l_tune(cka: Sequence[float], rho_layer: float) -> int:
 class PaceLearner:
     """Class-incremental PACE learner over a pretrained backbone (see module docstring).
 
-    ``backbone`` is a registry name (``edge_pace.backbones.get_backbone``) or a backbone module with the
+    ``backbone`` is a registry name (``edge_pace.backbones.load``) or a backbone module with the
     common interface (``frontend``, ``blocks``, ``embed_features``, ``embed_dim``, ``sample_rate``).
     """
 
-    def __init__(self, backbone: str | nn.Module = "aisfx", config: PaceConfig | None = None, *,
+    def __init__(self, backbone: str | nn.Module = backbones.DEFAULT, config: PaceConfig | None = None, *,
                  pretrained: bool = True, weights: str | None = None, device: str | None = None) -> None:
         self.config = config if config is not None else PaceConfig()
         self.config.validate()
