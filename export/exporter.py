@@ -67,7 +67,8 @@ def source_from_backbone(name: str = backbones.DEFAULT, dim: int = 2048, seed: i
 
     ``calibration`` = (clips [n, S] at the backbone's rate, labels or None, clip groups), default: the
     rendered default set (export/calibration.py). Its embeddings give the projection's standardisation
-    (``standardize``: "scalar", "dims" or "none", edge_pace/projection.py) and, when labelled, the bundle's gamma prior by the device's own rule (leave-one-clip-out,
+    (``standardize``: "scalar", "dims" or "none", edge_pace/method/projection.py) and, when labelled, the bundle's
+    gamma prior by the device's own rule (leave-one-clip-out,
     runtime/gamma.py); unlabelled clips give statistics only and the prior comes from the default set.
     ``gamma`` fixes the prior instead."""
     from edge_pace.export.calibration import default_calibration

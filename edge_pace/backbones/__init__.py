@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_pace.registry import Registry
+
 DEFAULT = "aisfx"  # the shipped default backbone
 DEFAULT_WINDOW_SECONDS = 1.0  # the bundle's window and hop on the device, unless a backbone says otherwise
 DEFAULT_HOP_SECONDS = 0.5
@@ -62,22 +64,9 @@ class BackboneSpec:
 
 
 BackboneInfo = BackboneSpec  # the older name
-BACKBONES: dict[str, BackboneSpec] = {}
-
-
-def register(spec: BackboneSpec) -> BackboneSpec:
-    """Add a backbone to the registry (a name can be registered once)."""
-    if spec.name in BACKBONES:
-        raise ValueError(f"backbone {spec.name!r} is already registered")
-    BACKBONES[spec.name] = spec
-    return spec
-
-
-def get_spec(name: str) -> BackboneSpec:
-    """The registered spec of ``name``; ValueError naming the choices for an unknown name."""
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
-    return BACKBONES[name]
+BACKBONES: Registry[BackboneSpec] = Registry("backbone")
+register = BACKBONES.register  # add a backbone (a name can be registered once)
+get_spec = BACKBONES.lookup  # the registered spec of a name; ValueError naming the choices for an unknown one
 
 
 def load(name: str, weights: str | Path | None = None, device=None, pretrained: bool = True):

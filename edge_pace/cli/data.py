@@ -14,6 +14,11 @@ data_app = typer.Typer(help="Benchmark data: synthesised audio benchmarks, and o
                        no_args_is_help=True)
 
 
+RATE = typer.Option(44100, help="Sample rate of the WAV files (Hz).")
+JOBS = typer.Option(None, "--jobs", "-j", help="Parallel workers (default: CPU count).")
+PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show a progress bar.")
+
+
 @data_app.command("synth")
 def synth(
     out: Path = typer.Argument(..., help="Output folder: OUT/<benchmark>/<split>/<class>/<id>.wav + manifest.csv."),
@@ -23,10 +28,10 @@ def synth(
              "Default: all."),
     scale: float = typer.Option(1.0, help="Multiplies the clips per class (1.0: ~5,000 clips in all)."),
     seed: int = typer.Option(0, help="Random seed: same seed, same bytes."),
-    rate: int = typer.Option(44100, help="Sample rate of the WAV files (Hz)."),
+    rate: int = RATE,
     duration: float = typer.Option(1.0, help="Clip duration in seconds (sounds are centred, padded or trimmed)."),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Parallel workers (default: CPU count)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    jobs: Optional[int] = JOBS,
+    progress: bool = PROGRESS,
 ) -> None:
     """Render real offline audio benchmarks with espeak-ng, flite, festival, sox and fluidsynth.
 
@@ -68,10 +73,10 @@ def real(
         help="Sources (repeat or comma-separate): drums, voices, freepats, 0ad. Default: all four; "
              "--sources drums,voices,freepats builds without 0ad-data (a 1.4 GB package)."),
     seed: int = typer.Option(0, help="Random seed (held-out files, notes, levels): same seed, same bytes."),
-    rate: int = typer.Option(44100, help="Sample rate of the WAV files (Hz)."),
+    rate: int = RATE,
     duration: float = typer.Option(1.0, help="Clip duration in seconds (cut around the active part)."),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Parallel workers (default: CPU count)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    jobs: Optional[int] = JOBS,
+    progress: bool = PROGRESS,
     sf2_dir: Optional[Path] = typer.Option(None, help="avldrums SF2 kits folder (default /usr/share/sounds/sf2)."),
     asterisk_dir: Optional[Path] = typer.Option(None, help="asterisk sounds (default /usr/share/asterisk/sounds)."),
     freepats_dir: Optional[Path] = typer.Option(None, help="freepats folder (default /usr/share/midi/freepats)."),

@@ -72,7 +72,7 @@ def export_cmd(
     gamma: Optional[float] = typer.Option(None, help="Fix a frozen bundle's gamma prior instead of choosing it "
                                           "by leave-one-clip-out on the calibration audio."),
     standardize: str = typer.Option("scalar", help="Conditioning of a frozen bundle's embedding before the "
-                                    "projection: scalar (default), dims or none (edge_pace/projection.py)."),
+                                    "projection: scalar (default), dims or none (edge_pace/method/projection.py)."),
     tolerance: float = typer.Option(1e-4, help="Maximum relative feature error ONNX vs PyTorch."),
 ) -> None:
     """Merge the adapters, export one ONNX embedder (waveform in, features out), verify it and write the bundle."""

@@ -48,6 +48,7 @@ from edge_pace.evaluation.finetune import FineTune
 from edge_pace.evaluation.frozen import ACIL, EmbeddingCache, FrozenEmbedder, SimpleCIL
 from edge_pace.evaluation.pace_methods import JointMethod, PaceMethod
 from edge_pace.method.config import PaceConfig
+from edge_pace.registry import Registry
 
 
 @dataclass
@@ -81,15 +82,8 @@ class MethodSpec:
 
 
 #: method name -> MethodSpec, in the bench's default order
-METHODS: dict[str, MethodSpec] = {}
-
-
-def register_method(spec: MethodSpec) -> MethodSpec:
-    """Add a method to the registry (a name can be registered once)."""
-    if spec.name in METHODS:
-        raise ValueError(f"method {spec.name!r} is already registered")
-    METHODS[spec.name] = spec
-    return spec
+METHODS: Registry[MethodSpec] = Registry("method")
+register_method = METHODS.register  # add a method (a name can be registered once)
 
 
 def check_methods(names) -> list[str]:
@@ -113,10 +107,9 @@ def make_method(name: str, config: PaceConfig | None = None, backbone: str = DEF
 
     The frozen-backbone methods use ``embedder`` when given (share one across methods so its cache is
     shared), else a new ``FrozenEmbedder`` caching under ``cache_dir``."""
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+    spec = METHODS.lookup(name)
     cfg = config if config is not None else PaceConfig()
-    return METHODS[name].build(BuildContext(cfg, backbone, weights, device or cfg.device, embedder, cache_dir))
+    return spec.build(BuildContext(cfg, backbone, weights, device or cfg.device, embedder, cache_dir))
 
 
 # ---- the shipped methods --------------------------------------------------------------------------------

@@ -85,7 +85,7 @@ class PaceConfig:
     gamma_grid: tuple[float, ...] = GAMMA_GRID
     gamma_criterion: str = GAMMA_CRITERION
     gamma_fallback: float = 1.0  # prior while there are too few clips (fewer than two classes of two clips)
-    # condition the backbone embedding (session-0 statistics) before the random projection (edge_pace/projection.py):
+    # condition the backbone embedding (session-0 statistics) before the random projection (method/projection.py):
     # "scalar" (RMS scale: z is O(1), gamma portable), "dims" (per-dimension z-scoring, measured worse), "none"
     standardize: str = "scalar"
     keep_features: bool = True  # the classifier keeps z per class, so the device can forget a class exactly
