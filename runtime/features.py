@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_pace.runtime.audio import (AudioError, check_duration, check_rate, level_dbfs, load_audio, n_samples,
-                                     prepare, resample)
+from edge_pace.runtime.audio import (AudioError, check_duration, check_rate, frame_levels, level_dbfs, load_audio,
+                                     n_samples, prepare, resample)
 from edge_pace.runtime.embedder import MAX_BATCH, OnnxEmbedder, frame, frames
 
 @dataclass(frozen=True)
@@ -39,10 +39,7 @@ class Gate:
     def active_seconds(self, w: np.ndarray) -> float:
         """Seconds of 10 ms frames of one window whose RMS reaches the gate."""
         fl = max(1, self.sample_rate // 100)  # 10 ms frames
-        n = len(w) // fl
-        f = w[: n * fl].reshape(n, fl)
-        power = np.einsum("ij,ij->i", f, f, dtype=np.float64) / fl
-        return float(np.count_nonzero(power >= 10 ** (self.gate_dbfs / 10))) * fl / self.sample_rate
+        return float(np.count_nonzero(frame_levels(w, fl) >= self.gate_dbfs)) * fl / self.sample_rate
 
     def mask(self, windows: np.ndarray, levels: np.ndarray | None = None) -> np.ndarray:
         """Active rows of ``windows`` [n, window] (``levels``: their ``level_dbfs``, when already computed)."""
