@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gamma_bench import SYNTH, embed_benchmark  # noqa: E402
 
-from edge_pace.projection import RandomProjection, embedding_stats  # noqa: E402
+from edge_pace.method.projection import RandomProjection, embedding_stats  # noqa: E402
 from edge_pace.runtime.analytic import AnalyticClassifier  # noqa: E402
 from edge_pace.runtime.openset import calibrate  # noqa: E402
 
@@ -179,7 +179,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", type=Path, default=Path("out/cache/embeddings"))
     ap.add_argument("--json", type=Path, default=Path("out/openset_bench.json"))
     args = ap.parse_args(argv)
-    from edge_pace.baselines import FrozenEmbedder
+    from edge_pace.evaluation.baselines import FrozenEmbedder
 
     emb = FrozenEmbedder("aisfx", cache_dir=args.cache)
     results = {}

@@ -44,6 +44,7 @@ import numpy as np
 
 from edge_pace.runtime.gamma import DEFAULT_CRITERION, GAMMA_GRID, GammaSearch, select_gamma
 
+BACKGROUND = "__background__"  # reserved label: rows with an all-zero target (what to ignore), never a class
 DRIFT_TOLERANCE = 1e-10  # backward error of R above which ``drift()`` calls for a refit
 MAX_PENDING = 64  # pending low-rank rows before they are folded into R (fold cost ~ 2 MAX_PENDING D^2 flops)
 _STATE_ERROR = "classifier state contains NaN/Inf; reload the last saved state or call refit()"
@@ -118,15 +119,16 @@ class AnalyticClassifier:
         # compute into new arrays and swap at the end: an error never leaves a half-updated state
         R, P, W = self._R, self._P, self.W
         classes = list(self.classes)
-        new = [c for c in dict.fromkeys(labels) if c not in classes]
+        new = [c for c in dict.fromkeys(labels) if c not in classes and c != BACKGROUND]
         classes += new
         W = np.hstack([W, np.zeros((self.dim, len(new)))])
-        idx = np.array([classes.index(c) for c in labels])
+        idx = np.array([-1 if c == BACKGROUND else classes.index(c) for c in labels])  # -1: all-zero target
         Z64 = Z.astype(np.float64)
         for s in range(0, len(Z64), chunk):
             Zc = Z64[s : s + chunk]
             Y = np.zeros((len(Zc), len(classes)))
-            Y[np.arange(len(Zc)), idx[s : s + chunk]] = 1.0
+            ic = idx[s : s + chunk]
+            Y[np.flatnonzero(ic >= 0), ic[ic >= 0]] = 1.0
             if len(Zc) > self.dim:  # more rows than dimensions: the D x D form, R_new = (I + R Z^T Z)^-1 R
                 if len(P):
                     R, P = _fold(R, P), np.zeros((0, self.dim))
@@ -163,7 +165,8 @@ class AnalyticClassifier:
         self._R, self._P, self.W, self.classes = R, P, W, classes
         self.counts += [0] * len(new)
         for c in labels:
-            self.counts[classes.index(c)] += 1
+            if c != BACKGROUND:
+                self.counts[classes.index(c)] += 1
         if self.keep_features:
             for c in dict.fromkeys(labels):
                 sel = [i for i, x in enumerate(labels) if x == c]
@@ -195,8 +198,29 @@ class AnalyticClassifier:
                              "one clip share its label")
         return self.next_group + inv.astype(np.int64)
 
+    def has_features(self) -> bool:
+        """Whether the features of every class are stored (needed by forget, refit, drift and gamma choice)."""
+        return set(self.classes) <= set(self.features)
+
+    def _forget_background(self) -> "AnalyticClassifier":
+        """Remove every BACKGROUND row exactly: replay the classes' stored features from R = I / gamma."""
+        if not self.has_features():
+            raise ValueError("forgetting the background needs the stored features of every class")
+        fresh = AnalyticClassifier(self.dim, self.gamma, keep_features=False)
+        for c in self.classes:
+            fresh.learn(np.vstack(self.features[c]), c)
+        self.R = fresh.R
+        self.W = fresh.W if self.classes else np.zeros((self.dim, 0))
+        del self.features[BACKGROUND]
+        self.groups.pop(BACKGROUND, None)
+        self.n_updates += 1
+        return self
+
     def forget(self, label: str) -> "AnalyticClassifier":
-        """Remove a class exactly: the result equals never having learned it (up to float64 rounding)."""
+        """Remove a class (or every BACKGROUND row) exactly: the result equals never having learned it (up to
+        float64 rounding)."""
+        if label == BACKGROUND and label in self.features:
+            return self._forget_background()
         if label not in self.classes:
             raise KeyError(f"unknown class {label!r}; known: {self.classes}")
         if label not in self.features:
@@ -213,6 +237,8 @@ class AnalyticClassifier:
             fresh = AnalyticClassifier(self.dim, self.gamma, keep_features=False)
             for i in keep:
                 fresh.learn(np.vstack(self.features[self.classes[i]]), self.classes[i])
+            if BACKGROUND in self.features:
+                fresh.learn(np.vstack(self.features[BACKGROUND]), BACKGROUND)
             R, W = fresh.R, fresh.W
             if not keep:
                 W = np.zeros((self.dim, 0))
@@ -236,15 +262,16 @@ class AnalyticClassifier:
 
     def refit(self) -> "AnalyticClassifier":
         """Refactorise R and W from the stored features (removes any accumulated rounding drift)."""
-        if set(self.features) != set(self.classes):
+        if not self.has_features():
             raise ValueError("refit needs the stored features of every class")
-        if not self.classes:
+        if not self.classes and BACKGROUND not in self.features:
             self.R, self.W = np.eye(self.dim) / self.gamma, np.zeros((self.dim, 0))
             return self
-        Z = np.vstack([np.vstack(self.features[c]) for c in self.classes]).astype(np.float64)
-        y = np.concatenate([np.full(sum(len(f) for f in self.features[c]), i) for i, c in enumerate(self.classes)])
+        Z, labels, _ = self.stored()
+        Z = Z.astype(np.float64)
+        y = np.array([-1 if c is None else self.classes.index(c) for c in labels], dtype=np.int64)
         Y = np.zeros((len(Z), len(self.classes)))
-        Y[np.arange(len(Z)), y] = 1.0
+        Y[np.flatnonzero(y >= 0), y[y >= 0]] = 1.0  # background rows: all-zero targets
         if 2 * len(Z) <= self.dim:  # few rows: Woodbury through the n x n Cholesky factor (O(n^2 D + n D^2))
             L = np.linalg.cholesky(Z @ Z.T + self.gamma * np.eye(len(Z)))  # K = Z Z^T + gamma I = L L^T
             X = np.linalg.solve(L, Z)  # R = (I - Z^T K^-1 Z) / gamma = (I - X^T X) / gamma
@@ -258,14 +285,16 @@ class AnalyticClassifier:
         return self
 
     def stored(self) -> tuple[np.ndarray, list[str], np.ndarray]:
-        """All stored feature rows [n, D], their labels and clip groups (class order)."""
-        if set(self.features) != set(self.classes):
+        """All stored feature rows [n, D], their labels (None for BACKGROUND rows) and clip groups (class order,
+        then the background)."""
+        if not self.has_features():
             raise ValueError("this needs the stored features of every class (keep_features=True)")
-        if not self.classes:
+        keys = list(self.classes) + ([BACKGROUND] if BACKGROUND in self.features else [])
+        if not keys:
             return np.zeros((0, self.dim), np.float32), [], np.zeros(0, np.int64)
-        Z = np.vstack([f for c in self.classes for f in self.features[c]])
-        labels = [c for c in self.classes for f in self.features[c] for _ in range(len(f))]
-        groups = np.concatenate([g for c in self.classes for g in self.groups[c]])
+        Z = np.vstack([f for c in keys for f in self.features[c]])
+        labels = [None if c == BACKGROUND else c for c in keys for f in self.features[c] for _ in range(len(f))]
+        groups = np.concatenate([g for c in keys for g in self.groups[c]])
         return Z, labels, groups
 
     def n_clips(self) -> int:
@@ -278,7 +307,7 @@ class AnalyticClassifier:
             raise ValueError(f"gamma must be a positive finite number, got {gamma}")
         if float(gamma) == self.gamma:
             return self
-        if self.classes and set(self.features) != set(self.classes):
+        if self.classes and not self.has_features():
             raise ValueError("changing gamma needs the stored features of every class (keep_features=True)")
         old = self.gamma
         self.gamma = float(gamma)
@@ -322,9 +351,9 @@ class AnalyticClassifier:
         random probes v: max ||A R v - v|| / (||A|| ||R v||), ||A|| by a few power iterations. Cost O(n D + D^2)
         per product with A (no D^3). A stable computation gives ~1e-16..1e-14 whatever A's condition number;
         above ``DRIFT_TOLERANCE`` the recursion has drifted: ``refit()`` recomputes R and W exactly."""
-        if set(self.features) != set(self.classes):
+        if not self.has_features():
             raise ValueError("drift needs the stored features of every class (keep_features=True)")
-        rows = [f.astype(np.float64, copy=False) for c in self.classes for f in self.features[c]]
+        rows = [f.astype(np.float64, copy=False) for f in (self.stored()[0],)]
 
         def times_a(X: np.ndarray) -> np.ndarray:
             out = self.gamma * X

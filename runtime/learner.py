@@ -66,7 +66,10 @@ from edge_pace.runtime.audio import AudioError, level_dbfs
 from edge_pace.runtime.embedder import DEFAULT_THREADS, EmbedderError, OnnxEmbedder, release_free_memory
 from edge_pace.runtime.features import FeaturePath, Gate
 from edge_pace.runtime.state import StateError, atomic_write_bytes, read_state, state_to_bytes
-from edge_pace.runtime.unknown import DEFAULT_QUANTILE, DEFAULT_TEMPERATURE, UNKNOWN, Scores, Snapshot, threshold_from_loo
+from edge_pace.runtime.analytic import BACKGROUND
+from edge_pace.runtime.openset import lower_bound
+from edge_pace.runtime.unknown import (DEFAULT_QUANTILE, DEFAULT_TEMPERATURE, FALLBACK_THRESHOLD, UNKNOWN, Scores,
+                                       Snapshot, UnknownRule)
 
 log = logging.getLogger("edge_pace.runtime")
 DEFAULT_GATE_DBFS = -50.0
@@ -327,7 +330,7 @@ class Learner:
     def forget(self, label: str) -> "Learner":
         """Remove a class exactly: the state equals never having learned it (AnalyticClassifier.forget)."""
         with self._lock:
-            if label not in self._clf.classes:
+            if label not in self._clf.classes and not (label == BACKGROUND and BACKGROUND in self._clf.features):
                 raise KeyError(f"unknown class {label!r}; known: {self._clf.classes}")
             self._clf.forget(label)
             self._update_gamma()
@@ -382,29 +385,51 @@ class Learner:
         reads one consistent state while others learn)."""
         return self._view
 
+    def _rule(self) -> UnknownRule:
+        return UnknownRule(self.unknown, self.unknown_quantile, self.unknown_threshold)
+
+    def thresholds(self, view: Snapshot | None = None) -> dict[str, float] | None:
+        """Per-class unknown thresholds on the open-set score (runtime/openset.py) for the current (or given)
+        state at the sensitivity ``unknown_quantile``; None when the rule is off or nothing is calibrated."""
+        view = view or self._view
+        if not self.unknown or not view.classes or not view.openset().held_out:
+            return None
+        if self.unknown_threshold is not None:
+            return {c: float(self.unknown_threshold) for c in view.classes}
+        return view.openset().thresholds(self.unknown_quantile)
+
     def threshold(self, view: Snapshot | None = None) -> float | None:
-        """The unknown threshold tau for the current (or given) state, or None when the rule is off."""
+        """The unknown rule's pooled threshold (open-set scale; classes with many clips have their own, see
+        ``thresholds``), the ridge-score fallback 0.5 before any class has two clips, or None when off."""
+        view = view or self._view
         if not self.unknown:
             return None
         if self.unknown_threshold is not None:
             return float(self.unknown_threshold)
-        return threshold_from_loo((view or self._view).loo(), self.unknown_quantile)
+        model = view.openset() if view.classes else None
+        if model is None or not model.held_out:
+            return FALLBACK_THRESHOLD
+        return lower_bound(np.concatenate(list(model.held_out.values())), self.unknown_quantile)
 
     def score_features(self, z: np.ndarray, active: np.ndarray | None = None, view: Snapshot | None = None) -> Scores:
-        """Scores of one clip from its window features z [n, D]: mean ridge score over active windows."""
+        """Scores of one clip from its window features z [n, D]: mean ridge score over active windows, and the
+        open-set score of those windows for the unknown rule."""
         view = view or self._view
         if not view.classes:
             raise NotFittedError("the learner knows no class yet: learn(...) some audio first")
         z = np.atleast_2d(z)
         active = np.ones(len(z), bool) if active is None else np.asarray(active, bool)
         quiet = not active.any()
-        s = view.ridge(z[active if not quiet else slice(None)]).mean(axis=0)
-        return self.decide(s, view, quiet=quiet, windows=int(active.sum()))
+        za = z[active if not quiet else slice(None)]
+        return self.decide(view.ridge(za).mean(axis=0), view, quiet=quiet, windows=int(active.sum()), z=za)
 
-    def decide(self, ridge: np.ndarray, view: Snapshot | None = None, quiet: bool = False, windows: int = 1) -> Scores:
-        """The decision on ridge scores [classes] of ``view``'s classes: top class, unknown rule, probabilities."""
+    def decide(self, ridge: np.ndarray, view: Snapshot | None = None, quiet: bool = False, windows: int = 1,
+               z: np.ndarray | None = None) -> Scores:
+        """The decision on mean ridge scores [classes] of ``view``'s classes (and the windows' features z, which
+        the open-set score needs; without them only the ridge fallback applies): top class, unknown rule,
+        probabilities."""
         view = view or self._view
-        return view.decide(ridge, self.threshold(view), self.temperature, quiet, windows)
+        return view.decide(z, ridge, self._rule(), self.temperature, quiet, windows)
 
     def predict_proba(self, audio, sample_rate: int | None = None) -> Scores:
         """dict label -> probability (softmax of ridge scores / temperature) with the decision as attributes

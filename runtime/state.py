@@ -2,7 +2,8 @@
 
 Layout: tensors ``R`` [D, D] float64, ``W`` [D, K] float64, ``features.<k>`` [n_k, D] (per class, in class
 order, when kept) and ``groups.<k>`` [n_k] int64 (the clip each stored row came from; files written before
-groups existed load with every row its own group); metadata (strings): format, version, classes (JSON),
+groups existed load with every row its own group), ``features.background``/``groups.background`` (the
+BACKGROUND rows, all-zero targets, when any); metadata (strings): format, version, classes (JSON),
 counts (JSON), gamma, dim, keep_features, n_updates, and ``sha256`` of the tensor payload so a flipped byte
 is caught; ``meta_sha256`` covers the other metadata strings, and the same digest is stored as the tensor
 ``meta_digest`` (uint8[32]), which the tensor checksum covers, so a flip that hides the metadata digest (e.g.
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_pace.runtime.analytic import AnalyticClassifier
+from edge_pace.runtime.analytic import BACKGROUND, AnalyticClassifier
 from edge_pace.runtime.atomic import atomic_write_bytes  # noqa: F401 - re-exported
 
 STATE_FORMAT = "edge-pace-classifier"
@@ -56,7 +57,7 @@ def to_tensors(clf: AnalyticClassifier, extra: dict[str, str] | None = None
                ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Tensors and string metadata of a state; ``extra`` adds caller metadata (must not shadow the core keys)."""
     tensors = {"R": clf.R, "W": clf.W}
-    for k, c in enumerate(clf.classes):
+    for k, c in [*enumerate(clf.classes), ("background", BACKGROUND)]:
         if c in clf.features:
             tensors[f"features.{k}"] = np.vstack(clf.features[c])
             if c in clf.groups:
@@ -121,6 +122,8 @@ def read_state(data: bytes, name: str = "state") -> tuple[AnalyticClassifier, di
         clf.R, clf.W = tensors["R"].astype(np.float64), tensors["W"].astype(np.float64)
         clf.classes, clf.counts, clf.n_updates = list(classes), list(counts), int(meta["n_updates"])
         clf.features = {c: [tensors[f"features.{k}"]] for k, c in enumerate(classes) if f"features.{k}" in tensors}
+        if "features.background" in tensors:  # rows with an all-zero target (runtime/analytic.py BACKGROUND)
+            clf.features[BACKGROUND] = [tensors["features.background"]]
         clf.groups = _read_groups(tensors, classes, clf.features)
         clf.next_group = 1 + max((int(g[0].max()) for g in clf.groups.values() if len(g[0])), default=-1)
         clf.check()
@@ -140,7 +143,8 @@ def _read_groups(tensors: dict[str, np.ndarray], classes: list[str],
                  features: dict[str, list[np.ndarray]]) -> dict[str, list[np.ndarray]]:
     """Group ids per class; a class stored without them (older files) gets one fresh group per row."""
     groups, nxt = {}, 0
-    for k, c in enumerate(classes):
+    keys = [*enumerate(classes)] + ([("background", BACKGROUND)] if BACKGROUND in features else [])
+    for k, c in keys:
         if f"groups.{k}" in tensors:
             g = tensors[f"groups.{k}"]
             if c not in features or g.shape != (len(features[c][0]),) or not np.issubdtype(g.dtype, np.integer):
@@ -148,7 +152,7 @@ def _read_groups(tensors: dict[str, np.ndarray], classes: list[str],
                                  f"feature row of class {c!r}")
             groups[c] = [g.astype(np.int64)]
             nxt = max(nxt, int(g.max()) + 1 if len(g) else 0)
-    for c in classes:
+    for _, c in keys:
         if c in features and c not in groups:
             n = len(features[c][0])
             groups[c] = [nxt + np.arange(n, dtype=np.int64)]

@@ -70,7 +70,7 @@ class Event:
 
 class Stream:
     """Incremental resampling, windowing, gating, smoothing and debouncing over a ``Learner``'s public API
-    (its audio settings, ``feature_path``, ``snapshot()`` and ``decide``)."""
+    (its audio settings, ``feature_path``, ``snapshot()`` and ``score_features``)."""
 
     def __init__(self, learner, sample_rate: int, *, smooth: int = 1, debounce_s: float | None = None,
                  gate_dbfs: float | None = _DEFAULT, block: int | None = None,  # type: ignore[assignment]
@@ -200,8 +200,8 @@ class Stream:
         if view.classes != self._history_classes:
             self._history.clear()
             self._history_classes = view.classes
-        self._history.append(view.ridge(self.learner.feature_path.embed_window(w))[0])
-        s = self.learner.decide(np.mean(self._history, axis=0), view, windows=len(self._history))
+        self._history.append(self.learner.feature_path.embed_window(w)[0])
+        s = self.learner.score_features(np.stack(self._history), view=view)  # mean ridge + open-set of the windows
         self.last = s
         if s.unknown:
             return None

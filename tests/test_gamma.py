@@ -122,3 +122,30 @@ def test_set_gamma_needs_stored_features():
     with pytest.raises(ValueError, match="stored features"):
         clf.set_gamma(10.0)
     assert clf.gamma == 1.0
+
+
+def test_background_rows_are_zero_targets_never_a_class_and_forget_exactly():
+    from edge_pace.runtime.analytic import BACKGROUND
+    from edge_pace.runtime.state import read_state, state_to_bytes
+
+    Z, y = _data(150, 20, 3, seed=5)
+    labels = [f"c{v}" for v in y]
+    bg = np.abs(np.random.default_rng(9).standard_normal((30, 20)))
+    clf = AnalyticClassifier(20, 2.0).learn(Z[:100], labels[:100]).learn(bg, BACKGROUND).learn(Z[100:], labels[100:])
+    assert BACKGROUND not in clf.classes and sum(clf.counts) == 150
+    assert BACKGROUND not in clf.predict(np.vstack([Z, bg]))
+    order = [int(c[1:]) for c in clf.classes]
+    # joint ridge with all-zero targets for the background rows
+    allZ = np.vstack([Z, bg])
+    Y = np.zeros((180, 3))
+    Y[np.arange(150), [order.index(v) for v in y]] = 1.0
+    J = np.linalg.solve(allZ.T @ allZ + 2.0 * np.eye(20), allZ.T @ Y)
+    assert _rel(clf.W, J) <= 1e-9
+    back, _ = read_state(state_to_bytes(clf))  # saved and loaded like any class
+    assert _rel(back.W, clf.W) == 0 and np.array_equal(np.vstack(back.features[BACKGROUND]), bg)
+    clf.set_gamma(3.0)  # refit keeps the background rows
+    J3 = np.linalg.solve(allZ.T @ allZ + 3.0 * np.eye(20), allZ.T @ Y)
+    assert _rel(clf.W, J3) <= 1e-9
+    clf.forget(BACKGROUND)  # exact: equals never having learned it
+    ref = AnalyticClassifier(20, 3.0).learn(Z, labels)
+    assert BACKGROUND not in clf.features and _rel(clf.W, ref.W) <= 1e-9 and _rel(clf.R, ref.R) <= 1e-9
