@@ -33,10 +33,12 @@ from edge_pace.runtime.state import StateError, state_lock
 LOCK_WAIT = 10.0  # seconds a session waits for a state lock held by another process
 
 
-def load_learner(bundle: str | Path, state: str | Path | None = None, int8: bool = False, threads: int = 1) -> Learner:
+def load_learner(bundle: str | Path, state: str | Path | None = None, int8: bool = False, threads: int = 1,
+                 **settings) -> Learner:
     """A bundle's learner with the learned state of ``state`` when that file exists (a new one starts from the
-    exported classifier), else the bundle's own learned state if any."""
-    kw: dict = {"int8": int8, "threads": threads}
+    exported classifier), else the bundle's own learned state if any. ``settings`` go to ``Learner.load`` (e.g.
+    ``unknown_quantile``, the sensitivity)."""
+    kw: dict = {"int8": int8, "threads": threads, **settings}
     if state is not None:
         kw["state"] = Path(state) if Path(state).is_file() else False
     return Learner.load(bundle, **kw)

@@ -17,7 +17,7 @@ import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator, List, Optional
 
 import typer
 
@@ -72,15 +72,27 @@ THREADS = typer.Option(1, "--threads", min=0, help="ONNX Runtime intra-op thread
 
 def learn_cmd(
     bundle: Path = typer.Argument(..., help="Bundle folder or zip (from `edge-pace export`)."),
-    label: str = typer.Argument(..., help="Class name to learn (new names create new classes)."),
-    files: List[Path] = typer.Argument(..., help="Audio files of this class (any rate, mono or multi-channel)."),
+    label: str = typer.Argument(..., help="Class name to learn (new names create new classes); with --background "
+                                "the first audio file."),
+    files: Optional[List[Path]] = typer.Argument(None, help="Audio files of this class (any rate, mono or "
+                                                 "multi-channel)."),
+    background: bool = typer.Option(False, "--background", help="Learn the files as background: sounds to ignore "
+                                    "(never a class; they make similar sounds 'unknown'). Forget with "
+                                    "`edge-pace forget BUNDLE --background`."),
     int8: bool = INT8,
     threads: int = THREADS,
 ) -> None:
     """Learn FILES as LABEL on the device (closed form, all files or none) and save the state into the bundle."""
     from rich.progress import Progress
 
+    from edge_pace.runtime.analytic import BACKGROUND
     from edge_pace.runtime.audio import AudioError
+
+    files = list(files or [])
+    if background:
+        files, label = [Path(label), *files], BACKGROUND
+    if not files:
+        fail("give at least one audio file to learn from")
 
     with _bundle_lock(_state_path(bundle)):
         learner = _load(bundle, int8, threads)
@@ -92,6 +104,10 @@ def learn_cmd(
                 fail(f"{exc} (nothing was learned)")
         path = _save(learner)
     counts = learner.counts
+    if label == BACKGROUND:
+        n = sum(len(f) for f in learner.classifier.features.get(BACKGROUND, []))
+        typer.echo(f"learned {len(files)} background file(s); {n} background window(s) in total; state saved to {path}")
+        return
     typer.echo(f"learned {label!r} from {len(files)} file(s); {counts[label]} example window(s) in total for it; "
                f"{len(counts)} class(es): {', '.join(counts)}; state saved to {path}")
 
@@ -103,6 +119,8 @@ def predict_cmd(
     int8: bool = INT8,
     threads: int = THREADS,
     no_unknown: bool = typer.Option(False, "--no-unknown", help="Turn the unknown rule off (always the top class)."),
+    miss: float = typer.Option(0.025, "--miss", min=0.0, max=1.0, help="Sensitivity of the unknown rule: the target "
+                               "fraction of genuine sounds called unknown (higher = fewer false accepts)."),
     top: int = typer.Option(3, min=1, help="Classes shown per file in the table."),
 ) -> None:
     """Classify FILES with the bundle's learned classes: label ("unknown" when rejected), ridge score, probabilities.
@@ -113,7 +131,7 @@ def predict_cmd(
     from edge_pace.runtime.audio import AudioError
     from edge_pace.runtime.learner import NotFittedError
 
-    learner = _load(bundle, int8, threads, unknown=not no_unknown)
+    learner = _load(bundle, int8, threads, unknown=not no_unknown, unknown_quantile=miss)
     if not learner.classes:
         fail("the bundle knows no class yet: run `edge-pace learn BUNDLE LABEL FILES...` first")
     rows, failed = [], False
@@ -147,10 +165,16 @@ def predict_cmd(
 
 def forget_cmd(
     bundle: Path = typer.Argument(..., help="Bundle folder or zip."),
-    label: str = typer.Argument(..., help="Class to remove."),
+    label: Optional[str] = typer.Argument(None, help="Class to remove."),
+    background: bool = typer.Option(False, "--background", help="Forget every background window instead."),
     int8: bool = INT8,
 ) -> None:
     """Forget LABEL exactly (the state equals never having learned it) and save the state."""
+    from edge_pace.runtime.analytic import BACKGROUND
+
+    if background == (label is not None):
+        fail("give a class LABEL to forget, or --background (not both)")
+    label = BACKGROUND if background else label
     with _bundle_lock(_state_path(bundle)):
         learner = _load(bundle, int8, 1)
         try:
@@ -160,7 +184,8 @@ def forget_cmd(
         except (ValueError, FloatingPointError) as exc:
             fail(str(exc))
         path = _save(learner)
-    typer.echo(f"forgot {label!r}; {len(learner.classes)} class(es) left: {', '.join(learner.classes) or '-'}; "
+    what = "the background" if background else repr(label)
+    typer.echo(f"forgot {what}; {len(learner.classes)} class(es) left: {', '.join(learner.classes) or '-'}; "
                f"state saved to {path}")
 
 

@@ -57,12 +57,13 @@ class _Session:
     shared by the JSON and the interactive modes."""
 
     def __init__(self, bundle: Path, device: Optional[str], rate, int8: bool, threads: int, state: Optional[Path],
-                 shots: int, buffer_seconds: float, autosave: bool, seconds: Optional[float]) -> None:
+                 shots: int, buffer_seconds: float, autosave: bool, seconds: Optional[float],
+                 miss: float = 0.025) -> None:
         from edge_pace.runtime.live import LiveSession, load_learner
         from edge_pace.runtime.microphone import Microphone, find_input_device
 
         find_input_device(device)  # fail fast (no sounddevice, no such device) before loading the model
-        learner = load_learner(bundle, state, int8=int8, threads=threads)
+        learner = load_learner(bundle, state, int8=int8, threads=threads, unknown_quantile=miss)
         self.mic = Microphone(device, rate, buffer_seconds=buffer_seconds).open()  # after loading: no backlog
         try:
             self.live = LiveSession(learner, self.mic.rate, state_path=state, autosave=autosave, seconds=seconds,
@@ -164,6 +165,8 @@ def listen_cmd(
     buffer_seconds: float = typer.Option(10.0, "--buffer-seconds", help="Audio held between the device and the "
                                          "recogniser; beyond it new audio is dropped (and reported)."),
     autosave: bool = typer.Option(True, "--autosave/--no-autosave", help="Save after every learn/forget."),
+    miss: float = typer.Option(0.025, "--miss", min=0.0, max=1.0, help="Sensitivity of the unknown rule: the "
+                               "target fraction of genuine sounds called unknown (higher = fewer false accepts)."),
 ) -> None:
     """Listen to a microphone: live view of the top classes, teach new classes by example, detect them.
 
@@ -205,7 +208,7 @@ def listen_cmd(
             fail(f"--learn {label!r}: {exc}")
     try:
         s = _Session(bundle, device, rate, int8, threads, state, shots[0] if shots else 3, buffer_seconds, autosave,
-                     seconds)
+                     seconds, miss)
     except (MicrophoneError, BundleError, StateError, ValueError) as exc:
         fail(str(exc))
     if headless:
