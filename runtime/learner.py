@@ -24,23 +24,15 @@ atomically, versioned and checksummed (runtime/state.py), and tied to the embedd
 features (embedder file sha256 and feature dimension): a state from another embedder (e.g. learned with
 int8 and loaded with fp32) or a corrupt one is refused as a whole, never half-loaded.
 
-Groups: the windows of one clip (``learn``), or of each clip of ``learn_many`` (clips may share a group,
-e.g. several windows cut from one recorded shot), are remembered as one group, so the unknown rule's
-calibration holds a whole clip out at a time (runtime/unknown.py).
+Groups: the windows of one clip (``learn``) or of each clip of ``learn_many`` (clips may share a group) are one
+group, held out together by the calibrations (gamma, unknown rule). ``learn(audio, BACKGROUND)`` enrols sounds
+to ignore (runtime/openset.py). Every error leaves the learned state unchanged (validate and embed first, then
+swap in new arrays). Drift: every DRIFT_CHECK_ROWS windows the rounding drift is estimated and, above
+DRIFT_TOLERANCE, the classifier is refitted exactly (runtime/analytic.py).
 
-Every error leaves the learned state unchanged: audio is validated and embedded before the classifier
-is touched, and the classifier update itself computes new arrays and swaps them in (AnalyticClassifier).
-
-Numerical drift: every DRIFT_CHECK_ROWS learned windows the learner estimates the recursive classifier's
-rounding drift and refits exactly from the stored features if it exceeds DRIFT_TOLERANCE (runtime/analytic.py).
-
-Regularisation: the ridge gamma is re-chosen on the device (runtime/gamma.py) by closed-form
-leave-one-clip-out error from the stored features, after a change of the class set or once the stored clips
-have grown by 25 % (``AutoGamma``); changing it refactorises R and W exactly, so learning stays equal to the
-joint ridge solution at the gamma in use. With fewer than two classes of two clips the bundle's prior
-(manifest ``gamma_prior``, else ``gamma``) is used. ``Learner.load(..., gamma=1e3)`` or ``pin_gamma`` fixes it;
-``choose_gamma()`` re-chooses now. The rule and its last choice are saved with the state; states saved before
-this rule load with it switched on and are re-chosen at their next change.
+Regularisation: gamma is re-chosen on the device by leave-one-clip-out (``AutoGamma``, runtime/gamma.py) and
+refactorised exactly; ``Learner.load(..., gamma=1e3)`` or ``pin_gamma`` fixes it, ``choose_gamma()`` re-chooses
+now; the rule is saved with the state (older states load with it on).
 
 Threads: one ``RLock`` serialises state changes (learn, forget, save, refit). Predictions read an
 immutable snapshot (W, R, classes, stored features, version) published after each change, so they never
@@ -67,9 +59,7 @@ from edge_pace.runtime.embedder import DEFAULT_THREADS, EmbedderError, OnnxEmbed
 from edge_pace.runtime.features import FeaturePath, Gate
 from edge_pace.runtime.state import StateError, atomic_write_bytes, read_state, state_to_bytes
 from edge_pace.runtime.analytic import BACKGROUND
-from edge_pace.runtime.openset import lower_bound
-from edge_pace.runtime.unknown import (DEFAULT_QUANTILE, DEFAULT_TEMPERATURE, FALLBACK_THRESHOLD, UNKNOWN, Scores,
-                                       Snapshot, UnknownRule)
+from edge_pace.runtime.unknown import DEFAULT_QUANTILE, DEFAULT_TEMPERATURE, UNKNOWN, Scores, Snapshot, UnknownRule
 
 log = logging.getLogger("edge_pace.runtime")
 DEFAULT_GATE_DBFS = -50.0
@@ -362,13 +352,11 @@ class Learner:
 
     def pin_gamma(self, gamma: float | None) -> "Learner":
         """Fix gamma (refactorises exactly), or None to return to the automatic choice."""
+        if gamma is not None and not (np.isfinite(gamma) and gamma > 0):
+            raise ValueError(f"gamma must be a positive finite number or None, got {gamma!r}")
         with self._lock:
-            if gamma is not None and not (np.isfinite(gamma) and gamma > 0):
-                raise ValueError(f"gamma must be a positive finite number or None, got {gamma!r}")
-            self.gamma_rule.pinned = None if gamma is None else float(gamma)
-            if gamma is None:
-                self.gamma_rule.chosen((), 0)  # due at once
-            self._update_gamma()
+            self.gamma_rule.pinned, self.gamma_rule.clips = (None, -1) if gamma is None else (float(gamma), 0)
+            self._update_gamma()  # clips = -1 < any count: due at once
             self._publish()
         return self
 
@@ -389,27 +377,14 @@ class Learner:
         return UnknownRule(self.unknown, self.unknown_quantile, self.unknown_threshold)
 
     def thresholds(self, view: Snapshot | None = None) -> dict[str, float] | None:
-        """Per-class unknown thresholds on the open-set score (runtime/openset.py) for the current (or given)
-        state at the sensitivity ``unknown_quantile``; None when the rule is off or nothing is calibrated."""
-        view = view or self._view
-        if not self.unknown or not view.classes or not view.openset().held_out:
-            return None
-        if self.unknown_threshold is not None:
-            return {c: float(self.unknown_threshold) for c in view.classes}
-        return view.openset().thresholds(self.unknown_quantile)
+        """Per-class unknown thresholds (open-set scale) of the current (or given) state at the sensitivity
+        ``unknown_quantile``; None when the rule is off or nothing is calibrated yet (runtime/unknown.py)."""
+        return self._rule().thresholds(view or self._view)
 
     def threshold(self, view: Snapshot | None = None) -> float | None:
-        """The unknown rule's pooled threshold (open-set scale; classes with many clips have their own, see
-        ``thresholds``), the ridge-score fallback 0.5 before any class has two clips, or None when off."""
-        view = view or self._view
-        if not self.unknown:
-            return None
-        if self.unknown_threshold is not None:
-            return float(self.unknown_threshold)
-        model = view.openset() if view.classes else None
-        if model is None or not model.held_out:
-            return FALLBACK_THRESHOLD
-        return lower_bound(np.concatenate(list(model.held_out.values())), self.unknown_quantile)
+        """The pooled unknown threshold (open-set scale), the ridge-score fallback 0.5 before any class has two
+        clips, or None when the rule is off."""
+        return self._rule().pooled(view or self._view)
 
     def score_features(self, z: np.ndarray, active: np.ndarray | None = None, view: Snapshot | None = None) -> Scores:
         """Scores of one clip from its window features z [n, D]: mean ridge score over active windows, and the

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge_pace.runtime.openset import DEFAULT_MISS, OpenSet, calibrate
+from edge_pace.runtime.openset import DEFAULT_MISS, OpenSet, calibrate, lower_bound
 
 UNKNOWN = "unknown"
 DEFAULT_TEMPERATURE = 0.1
@@ -141,3 +141,21 @@ class UnknownRule:
     def __post_init__(self) -> None:
         if not 0.0 <= self.miss <= 1.0:
             raise ValueError(f"unknown_quantile (the target miss rate) must be in [0, 1], got {self.miss}")
+
+    def thresholds(self, view: Snapshot) -> dict[str, float] | None:
+        """Per-class thresholds of a state; None when off or not calibrated (no class with two clips)."""
+        if not self.enabled or not view.classes or not view.openset().held_out:
+            return None
+        if self.fixed is not None:
+            return {c: float(self.fixed) for c in view.classes}
+        return view.openset().thresholds(self.miss)
+
+    def pooled(self, view: Snapshot) -> float | None:
+        """The pooled threshold (``FALLBACK_THRESHOLD`` on the ridge scale before calibration; None when off)."""
+        if not self.enabled:
+            return None
+        if self.fixed is not None:
+            return float(self.fixed)
+        if not view.classes or not view.openset().held_out:
+            return FALLBACK_THRESHOLD
+        return lower_bound(np.concatenate(list(view.openset().held_out.values())), self.miss)
