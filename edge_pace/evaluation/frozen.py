@@ -83,6 +83,22 @@ class EmbeddingCache:
         self.misses += len(out) - found
         return out
 
+    def embed(self, waves: np.ndarray, keys: Sequence[str], compute, dim: int) -> np.ndarray:
+        """Embeddings [n, dim] of ``waves`` [n, samples] (clip keys ``keys``): cached rows where there are any,
+        ``compute(waves[missing])`` for the others, which are then cached."""
+        ckeys = [self.clip_key(k, waves.shape[1]) for k in keys]
+        found = self.get(ckeys)
+        missing = [i for i, v in enumerate(found) if v is None]
+        out = np.zeros((len(waves), dim), np.float32)
+        if missing:
+            emb = compute(waves[missing])
+            self.put([ckeys[i] for i in missing], emb)
+            out[missing] = emb
+        for i, v in enumerate(found):
+            if v is not None:
+                out[i] = v
+        return out
+
     def put(self, keys: Sequence[str], emb: np.ndarray) -> None:
         if len(keys) == 0:
             return
@@ -141,18 +157,7 @@ class FrozenEmbedder:
         if keys is None or self.cache is None:
             return self._run(waves)
         check_keys(waves, keys)
-        ckeys = [EmbeddingCache.clip_key(k, waves.shape[1]) for k in keys]
-        found = self.cache.get(ckeys)
-        missing = [i for i, v in enumerate(found) if v is None]
-        out = np.zeros((len(waves), self.embed_dim), np.float32)
-        if missing:
-            emb = self._run(waves[missing])
-            self.cache.put([ckeys[i] for i in missing], emb)
-            out[missing] = emb
-        for i, v in enumerate(found):
-            if v is not None:
-                out[i] = v
-        return out
+        return self.cache.embed(waves, keys, self._run, self.embed_dim)
 
 
 class SimpleCIL:
