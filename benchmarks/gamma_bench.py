@@ -128,6 +128,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dim", type=int, default=2048)
     ap.add_argument("--criterion", default="mse,accuracy", help=f"comma-separated, from {CRITERIA}")
     ap.add_argument("--kshot", default="1,3,5,10")
+    ap.add_argument("--variants", default="raw,scalar,dims", help="feature conditionings to measure")
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--cache", type=Path, default=Path("out/cache/embeddings"))
     ap.add_argument("--json", type=Path, default=Path("out/gamma_bench.json"))
@@ -143,6 +144,7 @@ def main(argv=None) -> int:
              "scalar": RandomProjection(emb.embed_dim, args.dim, 0, *embedding_stats(e_cal, "scalar")),
              "dims": RandomProjection(emb.embed_dim, args.dim, 0, *embedding_stats(e_cal, "dims"))}
     criteria = tuple(c for c in args.criterion.split(",") if c)
+    projs = {k: v for k, v in projs.items() if k in args.variants.split(",")}
     priors = {(v, cr): select_gamma(p.numpy(e_cal), cal_labels, cal_groups, GAMMA_GRID, cr).gamma
               for v, p in projs.items() for cr in criteria}
     print(f"calibration: {len(cal_labels)} clips, priors {priors} ({time.perf_counter() - t0:.0f} s)", flush=True)
