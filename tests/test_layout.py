@@ -90,6 +90,14 @@ def test_layers_import_downward() -> None:
             assert not any(n.startswith("edge_pace.export") for n in GRAPH[m]), m
 
 
+def test_stream_and_live_input_use_only_the_learners_public_api() -> None:
+    import re
+
+    for path in (ROOT / "runtime" / "stream.py", ROOT / "runtime" / "enrol.py", ROOT / "runtime" / "live.py"):
+        private = sorted(set(re.findall(r"learner\._\w+", path.read_text())))
+        assert not private, f"{path.name} reads the learner's privates: {private}"
+
+
 def test_no_module_over_450_lines() -> None:
     long = {m: n for m, p in MODULES.items() if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
