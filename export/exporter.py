@@ -312,6 +312,7 @@ def export_bundle(source: ExportSource, out: str | Path, int8: bool = False, sin
         "backbone": {"name": cfg.get("backbone"), "licence": info.licence if info else None,
                      "embed_dim": int(backbone.embed_dim)},
         "projection": source.projection.describe() if hasattr(source.projection, "describe") else cfg.get("projection"), "pace": cfg.get("pace"), "adapted": cfg.get("adapted", True),
+        "adaptation": cfg.get("adaptation"),
         "parity": parity, "quantization": quant, "export_seconds": round(time.perf_counter() - t0, 2),
     }
     path = B.write_bundle(out, files, manifest, single_file=single_file)
@@ -327,6 +328,14 @@ def _short_projection(p: dict | None) -> dict | None:
     scale = np.asarray(p["scale"], dtype=np.float64)
     return {**{k: v for k, v in p.items() if k not in ("mean", "scale")},
             "scale": f"{scale.min():.4g}..{scale.max():.4g}", "mean": f"|max| {np.abs(p['mean']).max():.4g}"}
+
+
+def _short_adaptation(m: dict) -> str:
+    """Whether the bundle's backbone is adapted, and the do-no-harm reason (edge_pace/method/harm.py)."""
+    a = m.get("adaptation")
+    if not a:
+        return f"adapted {m.get('adapted')}"
+    return f"adapted {m.get('adapted')}: {a.get('reason')}"
 
 
 def describe(bundle_path: str | Path) -> str:
@@ -345,7 +354,8 @@ def describe(bundle_path: str | Path) -> str:
              f"labels       {len(m['labels'])}: {', '.join(m['labels'][:20])}{' …' if len(m['labels']) > 20 else ''}",
              f"parity       max abs {m['parity']['max_abs']:.2e}, max rel {m['parity']['max_rel']:.2e} "
              f"(tolerance {m['parity']['tolerance']:g})" if m.get("parity") else "parity       -",
-             f"int8         {json.dumps(m.get('quantization'))}"]
+             f"int8         {json.dumps(m.get('quantization'))}",
+             f"adaptation   {_short_adaptation(m)}"]
     for name, f in m["files"].items():
         lines.append(f"file         {name:24s} {f['bytes'] / 1e6:8.2f} MB  sha256 {f['sha256'][:16]}…")
     lines.append("checksums    OK" if not problems else "checksums    FAILED: " + "; ".join(problems))

@@ -20,7 +20,10 @@ SR = 44100
 
 
 def _tiny_config(**kw) -> PaceConfig:
-    base = dict(e0=1, msa_epochs=1, batch_size=4, n_perturb=2, d_proj=64, quiet=True, lora_rank=2, cka_max_samples=16)
+    # do_no_harm off: these tests check the mechanics of adaptation, which a rejected FSA would skip (the
+    # do-no-harm tests below switch it on)
+    base = dict(e0=1, msa_epochs=1, batch_size=4, n_perturb=2, d_proj=64, quiet=True, lora_rank=2, cka_max_samples=16,
+                do_no_harm=False)
     base.update(kw)
     return PaceConfig(**base)
 
@@ -66,16 +69,17 @@ def test_fsa_adapts_blocks_from_l_tune_and_stop_rule_freezes_at_n_stop() -> None
     assert adapted == {f"conv_block{k}" for k in range(m0["l_tune"], 5)}
     assert learner.classifier is not None and sorted(learner.classes) == ["s0c0", "s0c1", "s0c2"]
 
+    assert learner.msa_samples_seen == 6  # N_stop counts from session 0 on
     m1 = learner.fit_session(1, *_tones(1))
-    assert m1["adapted"] and learner.msa_samples_seen == 6 and not learner.frozen
+    assert m1["adapted"] and learner.msa_samples_seen == 12 and not learner.frozen  # 12 does not exceed n_stop
     assert all(0 < k <= d for k, d in m1["subspace"].values())
     m2 = learner.fit_session(2, *_tones(2))
-    assert m2["adapted"] and learner.msa_samples_seen == 12 and learner.frozen  # 12 >= n_stop
+    assert m2["adapted"] and learner.msa_samples_seen == 18 and learner.frozen  # 18 > n_stop
     probe = _tones(0, seed=9)[0]
     before = learner.embed(probe)
     state = {k: v.clone() for k, v in learner.backbone.state_dict().items()}
     m3 = learner.fit_session(3, *_tones(3))
-    assert not m3["adapted"] and learner.msa_samples_seen == 12
+    assert not m3["adapted"] and learner.msa_samples_seen == 24
     assert all(a.session <= 2 for layer in lora_layers(learner.backbone).values() for a in layer.adapters.values())
     after = learner.backbone.state_dict()
     assert set(after) == set(state) and all(torch.equal(after[k], state[k]) for k in state)
@@ -150,7 +154,7 @@ def test_checkpoint_round_trip_and_resume(tmp_path) -> None:
     loaded = load_checkpoint(folder)
     assert loaded.predict(test_waves) == learner.predict(test_waves)
     np.testing.assert_array_equal(loaded.features(test_waves), learner.features(test_waves))
-    assert (loaded.l_tune, loaded.sessions_done, loaded.msa_samples_seen) == (learner.l_tune, 2, 6)
+    assert (loaded.l_tune, loaded.sessions_done, loaded.msa_samples_seen) == (learner.l_tune, 2, 12)
 
     # the export view: merged backbone + projection + classifier
     merged, projection, clf, cfg_dict = load_adapted_model(folder)

@@ -182,6 +182,10 @@ def adapt(
         console.print(f"session {r.index}: +{len(all_sessions[r.index].classes)} classes ({r.seen} seen), {n_train} "
                       f"train clips, test accuracy {100 * acc:.2f} % on {len(r.y_true)} clips, "
                       f"{'adapted' if m.get('adapted') else 'classifier only'}, {r.seconds:.1f} s -> {out}")
+        if m.get("adaptation"):  # session 0's do-no-harm decision (edge_pace/method/harm.py)
+            a = m["adaptation"]
+            console.print(f"do-no-harm: {'adapted backbone kept' if a['kept'] else 'FROZEN backbone kept'}; "
+                          f"held-out accuracy {a['held_out_accuracy']}; {a['reason']}")
 
     run_sessions(all_sessions[:target], learn, evaluate, start=done, after=after)
     table = Table(title=f"edge-pace adapt -> {out}")

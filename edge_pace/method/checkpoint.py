@@ -4,7 +4,8 @@ Layout::
 
     config.json            format/version, backbone (name, weights path or null, how to rebuild it),
                            sample rate, PaceConfig, projection (in_dim, dim, seed), L_tune, CKA, sessions
-                           done, frozen flag, MSA samples seen, window_seconds, hop_seconds, classes
+                           done, frozen flag, samples seen (N_stop count), adapted flag, adaptation (the
+                           do-no-harm record), window_seconds, hop_seconds, classes
     adapters.safetensors   every LoRA tensor, session-tagged ('<layer>.s<session>.A|B|alpha')
     classifier.safetensors the analytic classifier (``edge_pace.runtime.state.save_state``)
     metrics.json           per-session metrics (losses, CKA, subspace sizes, timings)
@@ -23,7 +24,8 @@ from torch import nn
 
 from edge_pace import backbones
 from edge_pace.method.config import PaceConfig
-from edge_pace.method.lora import base_state_dict, freeze_backbone, load_lora_state_dict, lora_state_dict, merge_lora
+from edge_pace.method.lora import (base_state_dict, freeze_backbone, load_lora_state_dict, lora_layers, lora_state_dict,
+                                   merge_lora)
 from edge_pace.method.pace import PaceLearner
 from edge_pace.method.projection import RandomProjection
 from edge_pace.runtime.analytic import AnalyticClassifier
@@ -64,6 +66,7 @@ def checkpoint_config(learner) -> dict[str, Any]:
         "l_tune": learner.l_tune, "cka": learner.cka,
         "sessions_done": learner.sessions_done, "frozen": learner.frozen,
         "msa_samples_seen": learner.msa_samples_seen,
+        "adapted": bool(lora_layers(learner.backbone)), "adaptation": learner.adaptation,
         "window_seconds": learner.spec.window_seconds, "hop_seconds": learner.spec.hop_seconds,
         "classes": learner.classes,
         "lora": {"rank": learner.config.lora_rank, "alpha": learner.config.lora_alpha,
@@ -85,7 +88,8 @@ def save_checkpoint(learner: PaceLearner, folder: str | Path) -> Path:
                                                   metadata={"format": "edge-pace-lora", "version": "1"})}
     if learner.classifier is not None:
         files["classifier.safetensors"] = state_to_bytes(learner.classifier)
-    metrics = {"history": learner.history, "cka": learner.cka, "l_tune": learner.l_tune}
+    metrics = {"history": learner.history, "cka": learner.cka, "l_tune": learner.l_tune,
+               "adaptation": learner.adaptation}
     files["metrics.json"] = json.dumps(_jsonable(metrics), indent=2).encode()
     if learner.backbone_spec["store_base"]:
         files["backbone.safetensors"] = save_tensors(base_state_dict(learner.backbone))
@@ -164,6 +168,7 @@ def load_checkpoint(folder: str | Path, device: str | None = None) -> PaceLearne
     learner.l_tune, learner.cka = cfg["l_tune"], cfg["cka"]
     learner.sessions_done, learner.frozen = int(cfg["sessions_done"]), bool(cfg["frozen"])
     learner.msa_samples_seen = int(cfg["msa_samples_seen"])
+    learner.adaptation = cfg.get("adaptation")
     mpath = folder / "metrics.json"
     learner.history = json.loads(mpath.read_text()).get("history", []) if mpath.is_file() else []
     return learner

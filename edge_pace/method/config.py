@@ -48,7 +48,22 @@ class PaceConfig:
     # edge_pace/backbones)
     lora_targets: tuple[str, ...] = ()
 
+    # open: global gradient-norm clipping of every backbone (LoRA) training step (0 = off); with the BatchNorm
+    # statistics frozen (eval mode throughout), this is what keeps a 0.05 SGD step from wrecking a CNN backbone
+    grad_clip: float = 1.0
+
+    # ---- do-no-harm FSA (issue 12; method/harm.py) -----------------------------------------------------
+    # hold out ~this fraction of session 0's classes (at least 1) as "new" classes; FSA adapts on the rest and is
+    # kept only if the device classifier does better on the held-out classes with it than with the frozen backbone
+    do_no_harm: bool = True
+    holdout_fraction: float = 1 / 3
+    holdout_margin: float = 0.0  # adapted must beat frozen by more than this (accuracy, 0..1): strictly better
+    fsa_lrs: tuple[float, ...] = ()  # learning rates tried in FSA, best by held-out accuracy; () = (lr_backbone,)
+
     # ---- CKA probe --------------------------------------------------------------------------------
+    # the probe only measures where representations move: a 10x smaller rate than lr_backbone (and grad_clip)
+    # keeps it from destroying the features it measures (lr 0.05 took aisfx block 1 to CKA 0.25)
+    probe_lr: float = 0.005
     cka_max_samples: int = 512  # probe CKA uses at most this many session-0 clips (memory bound)
     # the probe trains with CE only: it measures where representations move, margins are irrelevant there
     probe_boundary_loss: bool = False
@@ -56,13 +71,17 @@ class PaceConfig:
     # ---- multi-session adaptation (MSA) ------------------------------------------------------------
     use_msa: bool = True  # ablation switch ("no MSA": backbone frozen after session 0)
     rho_svd: float = 0.99  # paper: energy kept by the input subspace P
-    n_stop: int = 220  # paper: backbone freezes for good once this many MSA training samples were seen
+    # paper: MSA stops (backbone frozen for good) once the training samples seen FROM SESSION 0 ON exceed n_stop
+    # (sum_{t=0}^{T3} N_t > N_stop); a session 0 larger than n_stop means no MSA ever runs
+    n_stop: int = 220
     msa_epochs: int = 3  # open; same as the CPU default of e0
     # open; 5x below lr_backbone: later sessions refine, and small steps limit the drift of old classes'
     # classifier statistics (computed with the older backbone)
     msa_lr: float = 0.01
-    # open: "principal" projects the new LoRA's input-side gradient onto span(P) (g <- g P P^T, as the
-    # design notes state); "orthogonal" onto its complement (g <- g (I - P P^T), GPM / null-space style)
+    # "principal" (the paper's, as in LoRA-DRS): the new LoRA's input-side gradient onto span(P), P the principal
+    # subspace of this session's layer inputs under the unlearned model (g <- g P P^T). "orthogonal" (g <- g (I -
+    # P P^T), GPM / null-space style) is NOT the paper's: it projects off the very inputs being trained on; kept
+    # only as a documented experiment for ablations (edge-pace bench --set msa_projection=orthogonal)
     msa_projection: str = "principal"
 
     # ---- spectrogram boundary-aware perturbation -----------------------------------------------------
@@ -103,6 +122,7 @@ class PaceConfig:
     def __post_init__(self) -> None:
         self.lora_targets = tuple(str(t) for t in self.lora_targets)
         self.gamma_grid = tuple(float(g) for g in self.gamma_grid)
+        self.fsa_lrs = tuple(float(v) for v in self.fsa_lrs)
         self.validate()
 
     def validate(self) -> None:
@@ -114,7 +134,7 @@ class PaceConfig:
         need(self.head in ("cosine", "linear"), "head", "'cosine' or 'linear'")
         need(self.gamma_criterion in GAMMA_CRITERIA, "gamma_criterion", f"one of {GAMMA_CRITERIA}")
         need(self.standardize in ("scalar", "dims", "none"), "standardize", "'scalar', 'dims' or 'none'")
-        for name in ("lr_head", "lr_backbone", "msa_lr", "lora_alpha", "head_scale"):
+        for name in ("lr_head", "lr_backbone", "msa_lr", "lora_alpha", "head_scale", "probe_lr"):
             v = getattr(self, name)
             need(isinstance(v, (int, float)) and math.isfinite(v) and v > 0, name, "a positive number")
         for name in ("head_epochs", "e0", "msa_epochs", "n_stop", "n_perturb"):
@@ -127,7 +147,10 @@ class PaceConfig:
             need(0.0 <= getattr(self, name) < 1.0, name, "a number in [0, 1)")
         for name in ("r_time", "r_freq"):
             need(0.0 <= getattr(self, name) <= 1.0, name, "a number in [0, 1]")
-        for name in ("delta", "lambda_reg", "weight_decay"):
+        need(0.0 < self.holdout_fraction < 1.0, "holdout_fraction", "a number in (0, 1)")
+        need(all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in self.fsa_lrs), "fsa_lrs",
+             "a list of positive numbers (empty: lr_backbone)")
+        for name in ("delta", "lambda_reg", "weight_decay", "grad_clip", "holdout_margin"):
             need(getattr(self, name) >= 0, name, "a number >= 0")
         need(len(self.gamma_grid) > 0 and all(g > 0 and math.isfinite(g) for g in self.gamma_grid), "gamma_grid",
              "a non-empty list of positive numbers")
@@ -141,6 +164,7 @@ class PaceConfig:
         d = asdict(self)
         d["lora_targets"] = list(self.lora_targets)
         d["gamma_grid"] = list(self.gamma_grid)
+        d["fsa_lrs"] = list(self.fsa_lrs)
         return d
 
     @classmethod

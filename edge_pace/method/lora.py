@@ -224,6 +224,15 @@ def lora_parameters(model: nn.Module, session: int | None = None) -> list[nn.Par
             if session is None or a.session == session for p in (a.A, a.B)]
 
 
+def drop_lora(model: nn.Module) -> list[str]:
+    """Remove every adapter: each LoRALayer is replaced by its (untouched) base layer, so the model computes
+    exactly what it did before ``add_lora``. Returns the names of the layers unwrapped."""
+    names = list(lora_layers(model))
+    for name in names:
+        _set_submodule(model, name, model.get_submodule(name).base)
+    return names
+
+
 def freeze_backbone(model: nn.Module) -> None:
     """requires_grad=False everywhere and eval mode (batch norm running stats frozen, no dropout)."""
     for p in model.parameters():

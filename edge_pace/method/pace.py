@@ -1,31 +1,33 @@
 """PACE on the training side: first-session adaptation (FSA, improved), multi-session adaptation (MSA)
 with subspace-projected LoRA, boundary-aware perturbation, and the analytic classifier.
 
-Session 0 (``_fsa``):
-  1. CKA probe: a copy of the pretrained backbone gets LoRA on every block and is trained like FSA
-     (head stage, then e0 LoRA epochs). Per block, linear CKA s_k between the probe's and the pretrained
-     model's pooled block outputs on session-0 clips. The paper's rule k* = argmax_k [s_k < rho_layer]
-     (0-based k: argmax of the indicator = the first k below rho_layer), L_tune = k* + 1 (1-based), so
-     the first block whose CKA falls below rho_layer and every later block are adapted. If no block
-     falls below, only the last block is adapted (L_tune = number of blocks): the probe found no
-     layer that needs to move, so adaptation stays minimal. The probe is discarded.
-  2. Staged training: a linear head alone (backbone frozen) for head_epochs at lr_head, then the head
-     frozen and LoRA on blocks >= L_tune for e0 epochs at lr_backbone, loss CE + lambda * L_reg. The head
-     is by default a cosine head (linear on L2-normalised features, ``PaceConfig.head``), SGD + momentum.
-  3. The head is dropped: z = ReLU(standardised f(x) W_proj) -> AnalyticClassifier, gamma re-chosen every session by
-     leave-one-clip-out (runtime/gamma.py, the device's rule).
-Sessions t >= 1 (``_msa``), while the backbone is not frozen: inputs of the adapted layers are collected
-  on the session's data under the unlearned model (W0 - sum of older LoRAs); a fresh LoRA per layer
-  (older frozen) is trained (head stage on the session's classes, then msa_epochs at msa_lr, CE +
-  lambda * L_reg) with its input-side factor A kept in the principal input subspace (``subspace``).
-  Adaptive stop: each session's training clips count once; when the count of MSA samples reaches
-  n_stop the backbone freezes for good and later sessions only update the classifier.
+Session 0 (``_fsa``), with do-no-harm (``do_no_harm``, method/harm.py): ~1/3 of its classes are held out;
+  steps 1-2 see only the others, and after every FSA epoch the device classifier's accuracy on the held-out
+  classes (enrol/test split, the device's gamma rule) is measured. The best epoch (and learning rate of
+  ``fsa_lrs``) is kept only if it beats the frozen backbone there; otherwise the adapters are dropped and
+  the pretrained backbone stays, frozen for good. The decision is ``self.adaptation`` (metrics, checkpoint,
+  bundle manifest).
+  1. CKA probe: a copy of the pretrained backbone gets LoRA on every block and is trained like FSA at the
+     probe's own small rate (``probe_lr``, clipped steps, so it does not destroy what it measures). Per
+     block, linear CKA s_k between the probe's and the pretrained model's pooled block outputs. k* = argmax_k
+     [s_k < rho_layer] (the first block below), L_tune = k* + 1 (1-based): that block and every later one are
+     adapted; none below -> only the last block. The probe is discarded.
+  2. Staged training: a head alone (backbone frozen) for head_epochs at lr_head, then LoRA on blocks >=
+     L_tune for e0 epochs at lr_backbone, loss CE + lambda * L_reg, gradient norm clipped to grad_clip.
+  3. The head is dropped: z = ReLU(standardised f(x) W_proj) -> AnalyticClassifier, gamma re-chosen every
+     session by leave-one-clip-out (runtime/gamma.py, the device's rule).
+Sessions t >= 1 (``_msa``), while the backbone is not frozen: a fresh LoRA per layer (older frozen), head stage
+  on the session's classes (exemplar-free, so a one-class session has nothing to learn and is skipped), then
+  msa_epochs at msa_lr, its input-side factor A kept in the principal subspace of the session's layer inputs
+  under the unlearned model (W0 - sum of older LoRAs; ``subspace``). N_stop: training samples are counted from
+  session 0 on; once the count exceeds n_stop the backbone freezes for good (a session 0 larger than n_stop:
+  no MSA at all).
 Every session ends with a recursive (closed-form) classifier update on the session's features. After
 the backbone has changed, old classes' statistics in the classifier are those computed with the older
 backbone: this is the paper's design (no old data is stored to recompute them); it is why MSA stops early
 and keeps updates inside the input subspace.
 
-The backbone always runs in eval mode (batch norm running statistics frozen, no dropout; see ``lora``).
+The backbone always runs in eval mode, also while adapting (BatchNorm running statistics frozen, no dropout).
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ from torch.nn import functional as F
 from edge_pace import backbones
 from edge_pace.method.cka import layerwise_cka
 from edge_pace.method.config import PaceConfig
-from edge_pace.method.lora import LoRAAdapter, add_lora, freeze_backbone, lora_layers, lora_parameters, unlearned
+from edge_pace.method.harm import decision, held_out_accuracy, holdout_split
+from edge_pace.method.lora import (LoRAAdapter, add_lora, drop_lora, freeze_backbone, lora_layers, lora_parameters,
+                                   unlearned)
 from edge_pace.method.perturb import boundary_loss, boundary_mask, spec_masks
 from edge_pace.method.projection import RandomProjection, embedding_stats
 from edge_pace.method.subspace import GradientProjector, collect_inputs
@@ -102,7 +106,8 @@ class PaceLearner:
         self.cka: list[float] | None = None
         self.sessions_done = 0
         self.frozen = False
-        self.msa_samples_seen = 0
+        self.msa_samples_seen = 0  # training samples seen from session 0 on (the N_stop count)
+        self.adaptation: dict[str, Any] | None = None  # the do-no-harm record of session 0 (method/harm.py)
         self.history: list[dict[str, Any]] = []
 
     # ---- properties ------------------------------------------------------------------------------------
@@ -193,8 +198,9 @@ class PaceLearner:
 
     def _train_backbone(self, model: nn.Module, head: nn.Module, groups: list[tuple[list[nn.Parameter], float]],
                         feats: torch.Tensor, y: torch.Tensor, epochs: int, g: torch.Generator,
-                        use_reg: bool, description: str) -> dict[str, Any]:
-        """LoRA (and, for naive FSA, head) training with CE + lambda * L_reg on [n, T, F] features."""
+                        use_reg: bool, description: str, on_epoch=None) -> dict[str, Any]:
+        """LoRA (and, for naive FSA, head) training with CE + lambda * L_reg on [n, T, F] features; gradient norm
+        clipped to ``grad_clip``; the backbone stays in eval mode (BatchNorm statistics frozen, no dropout)."""
         cfg = self.config
         params = [p for ps, _ in groups for p in ps]
         trainable(params, True)
@@ -228,7 +234,8 @@ class PaceLearner:
         progress, task = self._progress(description, epochs * -(-n // cfg.batch_size))
         with progress:
             totals = run_epochs(opt, n, cfg.batch_size, epochs, g, step, what=description,
-                                progress=lambda loss: progress.update(task, advance=1, info=f"loss {loss:.3f}"))
+                                progress=lambda loss: progress.update(task, advance=1, info=f"loss {loss:.3f}"),
+                                clip=cfg.grad_clip, on_epoch=on_epoch)
         for tot in totals:
             for k in ("loss", "ce", "reg"):
                 stats[k].append(tot[k] / n)
@@ -245,7 +252,7 @@ class PaceLearner:
         add_lora(probe, range(self.n_blocks), cfg.lora_rank, cfg.lora_alpha, 0, self.lora_targets, g)
         head = self._new_head(n_classes, g)
         self._train_head(head, probe, feats, y, g, "probe: head")
-        st = self._train_backbone(probe, head, [(lora_parameters(probe, 0), cfg.lr_backbone)], feats, y, cfg.e0, g,
+        st = self._train_backbone(probe, head, [(lora_parameters(probe, 0), cfg.probe_lr)], feats, y, cfg.e0, g,
                                   cfg.probe_boundary_loss and cfg.use_boundary_loss, "probe: LoRA, all blocks")
         n = len(feats)
         sub = torch.randperm(n, generator=g)[:cfg.cka_max_samples].sort().values if n > cfg.cka_max_samples \
@@ -257,30 +264,76 @@ class PaceLearner:
         metrics["probe_loss"] = st["loss"]
         return cka
 
-    def _fsa(self, feats: torch.Tensor, y: torch.Tensor, n_classes: int, g: torch.Generator,
-             metrics: dict[str, Any]) -> None:
+    def _held_out(self, feats: torch.Tensor, labels: list[str], split) -> dict[str, Any]:
+        cfg = self.config
+        emb = self._embed(feats).float().cpu().numpy()
+        return held_out_accuracy(emb, labels, split, cfg.d_proj, cfg.proj_seed, cfg.standardize, cfg.gamma_fallback,
+                                 cfg.gamma_grid, cfg.gamma_criterion)
+
+    def _fsa(self, feats: torch.Tensor, labels: list[str], g: torch.Generator, metrics: dict[str, Any]) -> None:
+        """Improved FSA with do-no-harm validation (method/harm.py): probe, staged training on the adapted classes,
+        early stopping and learning rate by held-out-class accuracy, adapted backbone kept only if it beats the
+        frozen one there. BatchNorm statistics stay frozen (eval mode) throughout, steps are norm-clipped."""
         cfg = self.config
         t = time.perf_counter()
+        split = holdout_split(labels, cfg.holdout_fraction, g) if cfg.do_no_harm else None
+        if cfg.do_no_harm and split is None:
+            self.frozen, self.adaptation = True, decision(None, None, cfg.holdout_margin, None, (
+                "session 0 cannot be split into adapted and held-out classes (needs >= 2 classes and a held-out "
+                "class with >= 2 clips): nothing to validate adaptation on, frozen backbone kept"))
+            metrics.update(cka=None, l_tune=None, adapted=False, adaptation=self.adaptation,
+                           fsa_seconds=time.perf_counter() - t)
+            return
+        train = split.train if split is not None else torch.arange(len(feats))
+        classes = list(dict.fromkeys(labels[int(i)] for i in train))
+        ft = feats[train]
+        yt = torch.tensor([classes.index(labels[int(i)]) for i in train])
+        frozen = self._held_out(feats, labels, split) if split is not None else None
         if cfg.naive_fsa:
             self.l_tune, self.cka = 1, None
-            adapters = add_lora(self.backbone, range(self.n_blocks), cfg.lora_rank, cfg.lora_alpha, 0,
-                                self.lora_targets, g)
-            head = self._new_head(n_classes, g)
-            st = self._train_backbone(self.backbone, head, [(list(head.parameters()), cfg.lr_head),
-                                                            (lora_parameters(self.backbone, 0), cfg.lr_backbone)],
-                                      feats, y, cfg.e0, g, cfg.use_boundary_loss, "naive FSA: head + LoRA")
         else:
-            self.cka = self._probe(feats, y, n_classes, g, metrics)
+            self.cka = self._probe(ft, yt, len(classes), g, metrics)
             self.l_tune = choose_l_tune(self.cka, cfg.rho_layer)
             metrics["probe_seconds"] = time.perf_counter() - t
-            adapters = add_lora(self.backbone, range(self.tune_start, self.n_blocks), cfg.lora_rank,
-                                cfg.lora_alpha, 0, self.lora_targets, g)
-            head = self._new_head(n_classes, g)
-            metrics["head_loss"] = self._train_head(head, self.backbone, feats, y, g, "FSA: head")
-            st = self._train_backbone(self.backbone, head, [(lora_parameters(self.backbone, 0), cfg.lr_backbone)], feats,
-                                      y, cfg.e0, g,
-                                      cfg.use_boundary_loss, f"FSA: LoRA, blocks >= {self.l_tune}")
-        metrics.update(cka=self.cka, l_tune=self.l_tune, adapted=True, adapted_layers=list(adapters),
+        best: dict[str, Any] | None = None
+        curve: list[dict[str, Any]] = []
+        for lr in cfg.fsa_lrs or (cfg.lr_backbone,):
+            drop_lora(self.backbone)
+            adapters = add_lora(self.backbone, range(self.tune_start, self.n_blocks), cfg.lora_rank, cfg.lora_alpha,
+                                0, self.lora_targets, g)
+            head = self._new_head(len(classes), g)
+            groups = [(lora_parameters(self.backbone, 0), lr)]
+            if cfg.naive_fsa:  # no staging: head and LoRA together
+                groups.insert(0, (list(head.parameters()), cfg.lr_head))
+            else:
+                metrics["head_loss"] = self._train_head(head, self.backbone, ft, yt, g, "FSA: head")
+
+            def on_epoch(epoch: int, lr: float = lr) -> None:
+                nonlocal best
+                if split is None:
+                    return
+                r = {**self._held_out(feats, labels, split), "epoch": epoch, "lr": lr}
+                curve.append(r)
+                if best is None or r["accuracy"] > best["accuracy"]:
+                    best = {**r, "state": [p.detach().clone() for p in lora_parameters(self.backbone, 0)]}
+
+            st = self._train_backbone(self.backbone, head, groups, ft, yt, cfg.e0, g, cfg.use_boundary_loss,
+                                      f"FSA: LoRA, blocks >= {self.l_tune}, lr {lr:g}", on_epoch)
+        adapted = True
+        if split is not None:
+            self.adaptation = decision(frozen, best, cfg.holdout_margin, split, None if best is not None else
+                                       "e0 = 0: no adaptation epoch to validate; frozen backbone kept")
+            self.adaptation["curve"] = [{k: r[k] for k in ("epoch", "lr", "accuracy", "gamma")} for r in curve]
+            adapted = bool(self.adaptation["kept"])
+            if adapted:  # the best epoch's adapters (the structure is the same for every learning rate)
+                with torch.no_grad():
+                    for p, v in zip(lora_parameters(self.backbone, 0), best["state"]):
+                        p.copy_(v)
+            else:  # exactly the pretrained backbone, frozen for good
+                drop_lora(self.backbone)
+                adapters, self.frozen = {}, True
+            metrics["adaptation"] = self.adaptation
+        metrics.update(cka=self.cka, l_tune=self.l_tune, adapted=adapted, adapted_layers=list(adapters),
                        train=st, fsa_seconds=time.perf_counter() - t)
 
     # ---- MSA ------------------------------------------------------------------------------------------
@@ -317,9 +370,6 @@ class PaceLearner:
                                       cfg.use_boundary_loss, f"MSA {session}: LoRA")
         finally:
             projector.remove()
-        self.msa_samples_seen += len(feats)
-        if self.msa_samples_seen >= cfg.n_stop:
-            self.frozen = True
         metrics.update(adapted=True, train=st, msa_seconds=time.perf_counter() - t)
 
     # ---- public API -----------------------------------------------------------------------------------
@@ -346,12 +396,16 @@ class PaceLearner:
         metrics: dict[str, Any] = {"session": session_index, "n_train": len(w), "classes": classes, "adapted": False}
         feats = self.frontend_features(w)
         if session_index == 0:
-            self._fsa(feats, y, len(classes), g, metrics)
-        elif cfg.use_msa and not self.frozen and self.msa_samples_seen < cfg.n_stop:
+            self._fsa(feats, labels, g, metrics)
+        elif cfg.use_msa and not self.frozen and len(classes) < 2:
+            # the MSA head covers the session's classes only (exemplar-free, as in the paper): with one class
+            # cross-entropy is constant and no sample can be a boundary sample, so LoRA would get no gradient
+            metrics["msa_skipped"] = "one class: nothing for the session head to learn"
+        elif cfg.use_msa and not self.frozen:
             self._msa(session_index, feats, y, len(classes), g, metrics)
-        if session_index == 0 and not cfg.use_msa:
-            self.frozen = True
-        if cfg.use_msa and self.msa_samples_seen >= cfg.n_stop:
+        # N_stop counts the training samples seen from session 0 on (paper: sum_{t=0}^{T3} N_t > N_stop)
+        self.msa_samples_seen += len(w)
+        if not cfg.use_msa or self.msa_samples_seen > cfg.n_stop:
             self.frozen = True
         emb = self._embed(feats)
         if session_index == 0 and cfg.standardize != "none" and len(emb) >= 2:  # of the (adapted) embedding

@@ -107,11 +107,15 @@ def sgd(groups: Sequence[tuple[list[nn.Parameter], float]], momentum: float, wei
 
 def run_epochs(opt: torch.optim.Optimizer, n: int, batch_size: int, epochs: int, g: torch.Generator,
                step: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, Any]]], *, what: str | None = None,
-               progress: Callable[[float], None] | None = None) -> list[dict[str, float]]:
+               progress: Callable[[float], None] | None = None, clip: float = 0.0,
+               on_epoch: Callable[[int], None] | None = None) -> list[dict[str, float]]:
     """``epochs`` passes over ``n`` samples in shuffled minibatches: ``step(idx)`` returns the batch's loss and
     sums to add up (e.g. ``{"ce": ce * len(idx)}``). Returns per epoch ``{"loss": sum of loss * batch size, ...}``.
     ``what`` names the run in the error raised when the loss stops being finite (None: no check);
-    ``progress(loss)`` is called after every step."""
+    ``progress(loss)`` is called after every step. ``clip`` > 0: the gradient's global L2 norm (over the
+    optimiser's parameters) is clipped to ``clip`` before every step. ``on_epoch(epoch)`` (1-based) runs after
+    every epoch (e.g. validation for early stopping)."""
+    params = [p for group in opt.param_groups for p in group["params"]]
     out = []
     for _ in range(epochs):
         perm, tot = torch.randperm(n, generator=g), {"loss": 0.0}
@@ -123,6 +127,8 @@ def run_epochs(opt: torch.optim.Optimizer, n: int, batch_size: int, epochs: int,
                                          "lower the learning rate")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, clip)
             opt.step()
             tot["loss"] += float(loss.detach()) * len(idx)
             for k, v in sums.items():
@@ -130,6 +136,8 @@ def run_epochs(opt: torch.optim.Optimizer, n: int, batch_size: int, epochs: int,
             if progress is not None:
                 progress(float(loss.detach()))
         out.append(tot)
+        if on_epoch is not None:
+            on_epoch(len(out))
     return out
 
 
