@@ -10,6 +10,7 @@ import torch
 
 from edge_pace.method.config import PaceConfig
 from edge_pace.method.checkpoint import save_checkpoint
+from edge_pace.method.lora import lora_layers
 from edge_pace.method.pace import PaceLearner
 from edge_pace.runtime.bundle import open_bundle
 from edge_pace.runtime.learner import Learner
@@ -39,7 +40,10 @@ def test_runtime_predicts_what_the_training_side_predicts(adapted_checkpoint, tm
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     bundle = open_bundle(out)
-    assert bundle.is_zip and bundle.manifest["sample_rate"] == 16000 and bundle.manifest["adapted"] is True
+    assert bundle.is_zip and bundle.manifest["sample_rate"] == 16000
+    # the do-no-harm decision travels into the manifest (kept or not, the bundle serves what the learner serves)
+    assert bundle.manifest["adapted"] is learner.adaptation["kept"] is bool(lora_layers(learner.backbone))
+    assert bundle.manifest["adaptation"] == json.loads(json.dumps(learner.adaptation))
     assert bundle.manifest["labels"] == learner.classes
     device = Learner.load(out, unknown=False)
     server_pred = learner.predict(test_waves)
@@ -50,6 +54,7 @@ def test_runtime_predicts_what_the_training_side_predicts(adapted_checkpoint, tm
     assert np.abs(z_device - z_server).max() <= 1e-4 * np.abs(z_server).max()
     info = subprocess.run([sys.executable, "-m", "edge_pace.cli", "info", str(out)], capture_output=True, text=True)
     assert info.returncode == 0 and "checksums    OK" in info.stdout and "16000 Hz" in info.stdout
+    assert "adaptation" in info.stdout and learner.adaptation["reason"] in info.stdout
 
 
 def test_too_short_audio_is_refused_clearly(adapted_checkpoint, tmp_path):
