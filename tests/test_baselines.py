@@ -142,7 +142,8 @@ def test_adapted_methods_beat_chance(name, data):
     assert m.last_accuracy > last_chance + 0.2, m
     if name == "pace":
         h = method.learner.history
-        assert h[0]["adapted"] and h[1]["adapted"]  # FSA, then MSA (n_stop not reached)
+        # do-no-harm: FSA kept or not (a 2-class session 0 cannot be split: frozen); MSA runs iff FSA was kept
+        assert h[0]["adapted"] == h[0]["adaptation"]["kept"] and h[1]["adapted"] == h[0]["adapted"]
 
 
 def test_finetune_learns_then_forgets(data):

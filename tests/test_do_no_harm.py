@@ -26,9 +26,11 @@ def test_holdout_split_is_seeded_and_keeps_both_sides() -> None:
     assert sorted(torch.cat([a.train, a.enrol, a.test]).tolist()) == list(range(24))
     held = {labels[i] for i in torch.cat([a.enrol, a.test]).tolist()}
     assert held == set(a.held_classes) and not held & {labels[i] for i in a.train.tolist()}
-    small = holdout_split(["x", "x", "y", "y"], 0.01, torch.Generator().manual_seed(1))
+    small = holdout_split(["x", "x", "y", "y", "z", "z"], 0.01, torch.Generator().manual_seed(1))
     assert small is not None and len(small.held_classes) == 1  # at least one class held out
-    assert holdout_split(["x"] * 5, 1 / 3, torch.Generator()) is None  # one class: nothing to hold out
+    big = holdout_split(["x", "x", "y", "y", "z", "z"], 0.99, torch.Generator().manual_seed(1))
+    assert big is not None and len(big.adapt_classes) == 2  # at least two classes to adapt on
+    assert holdout_split(["x", "x", "y", "y"], 1 / 3, torch.Generator()) is None  # one class left to adapt on
 
 
 def test_held_out_validation_runs_and_is_recorded(tmp_path) -> None:
@@ -73,10 +75,10 @@ def test_rejected_adaptation_leaves_the_frozen_backbone_bit_for_bit(naive: bool)
     np.testing.assert_array_equal(learner.embed(probe), before)
 
 
-def test_one_class_session_0_keeps_the_frozen_backbone() -> None:
+def test_two_class_session_0_keeps_the_frozen_backbone() -> None:
     learner = PaceLearner(_tiny_model(), _tiny_config(do_no_harm=True))
     waves, _ = _tones(0)
-    m0 = learner.fit_session(0, waves, ["only"] * len(waves))
+    m0 = learner.fit_session(0, waves, ["a", "b"] * (len(waves) // 2))
     assert not m0["adapted"] and learner.frozen and not lora_layers(learner.backbone)
     assert "cannot be split" in m0["adaptation"]["reason"]
 

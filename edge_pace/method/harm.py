@@ -53,12 +53,13 @@ class HoldoutSplit:
 
 
 def holdout_split(labels: Sequence[str], fraction: float, g: torch.Generator) -> HoldoutSplit | None:
-    """Hold out round(fraction * classes) classes (at least 1, at most classes - 1); None when session 0 cannot
-    be split (fewer than two classes, or no held-out class with two clips)."""
+    """Hold out round(fraction * classes) classes (at least 1, at most classes - 2); None when session 0 cannot
+    be split: fewer than three classes (cross-entropy on a single adapted class has nothing to learn), or no
+    held-out class with two clips."""
     classes = list(dict.fromkeys(labels))
-    if len(classes) < 2:
+    if len(classes) < 3:
         return None
-    k = min(len(classes) - 1, max(1, int(round(fraction * len(classes)))))
+    k = min(len(classes) - 2, max(1, int(round(fraction * len(classes)))))
     order = torch.randperm(len(classes), generator=g).tolist()
     held = [classes[i] for i in sorted(order[:k])]
     lab = np.asarray(labels)

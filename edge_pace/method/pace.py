@@ -279,7 +279,7 @@ class PaceLearner:
         split = holdout_split(labels, cfg.holdout_fraction, g) if cfg.do_no_harm else None
         if cfg.do_no_harm and split is None:
             self.frozen, self.adaptation = True, decision(None, None, cfg.holdout_margin, None, (
-                "session 0 cannot be split into adapted and held-out classes (needs >= 2 classes and a held-out "
+                "session 0 cannot be split into adapted and held-out classes (needs >= 3 classes and a held-out "
                 "class with >= 2 clips): nothing to validate adaptation on, frozen backbone kept"))
             metrics.update(cka=None, l_tune=None, adapted=False, adaptation=self.adaptation,
                            fsa_seconds=time.perf_counter() - t)
