@@ -127,7 +127,11 @@ def _state(folder):
 
 def test_adapt_is_resumable_and_deterministic(root, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    base = ["adapt", "--data", root, "--kind", "folder", "--e0", "1", "--seed", "3", *TINY]
+    # do-no-harm off: a 2-class session 0 cannot be split for validation and would stay frozen (no MSA adapter)
+    base = ["adapt", "--data", root, "--kind", "folder", "--e0", "1", "--seed", "3", *TINY, "--set", "do_no_harm=false"]
+    result, text = invoke([*base[:-2], "--out", tmp_path / "d"])  # do-no-harm on: the decision is printed and kept
+    assert result.exit_code == 0 and "do-no-harm: FROZEN backbone kept" in text and "cannot be split" in text, text
+    assert "cannot be split" in json.loads((tmp_path / "d" / "config.json").read_text())["adaptation"]["reason"]
     result, text = invoke([*base, "--out", a])  # default: server sessions = session 0 (FSA) only
     assert result.exit_code == 0, text
     cfg = json.loads((a / "config.json").read_text())
@@ -141,11 +145,13 @@ def test_adapt_is_resumable_and_deterministic(root, tmp_path):
     assert clf_a.classes == clf_b.classes and len(clf_a.classes) == 4
     np.testing.assert_array_equal(clf_a.W, clf_b.W)
     np.testing.assert_array_equal(clf_a.R, clf_b.R)
-    assert ad_a.keys() == ad_b.keys() and any(k.endswith(".s1.A") for k in ad_a)  # MSA adapter of session 1
+    # sessions 1 and 2 bring one class each: the session head has nothing to learn, so MSA skips them
+    assert ad_a.keys() == ad_b.keys() and any(k.endswith(".s0.A") for k in ad_a)
+    assert not any(k.endswith(".s1.A") for k in ad_a)
     for k in ad_a:
         np.testing.assert_array_equal(ad_a[k], ad_b[k])
     history = json.loads((a / "metrics.json").read_text())["history"]
-    assert [h["session"] for h in history] == [0, 1, 2]
+    assert [h["session"] for h in history] == [0, 1, 2] and all("one class" in h["msa_skipped"] for h in history[1:])
     assert all(0.25 < h["test_accuracy"] <= 1.0 for h in history)
     assert history[-1]["average_incremental_accuracy"] == pytest.approx(np.mean([h["test_accuracy"] for h in history]))
     # nothing left to do; a conflicting setting is refused
