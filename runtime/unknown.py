@@ -11,7 +11,7 @@ Unknown rule (switchable off; issue 13). A prediction is "unknown" when the clip
 standardised by their leave-one-clip-out values) is below the predicted class's threshold, or when its
 nearest stored example is a BACKGROUND window (``learn(audio, BACKGROUND)``: what to ignore). Thresholds are
 per class, from each class's leave-one-clip-out open-set scores at the target miss rate ``unknown_quantile``
-(the sensitivity, default 0.025), leaning on the pooled value for classes with few clips. Measured on held-out
+(the sensitivity, default 0.01), leaning on the pooled value for classes with few clips. Measured on held-out
 classes of the real-recordings benchmark (README "Unknown sounds"): AUROC 0.92 against 0.86 for the previous
 rule (the top ridge score against a quantile of its leave-one-clip-out values, which is kept as the
 fallback: before any class has two clips, a clip is unknown when its top ridge score is below 0.5, half-way

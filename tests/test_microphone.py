@@ -353,3 +353,20 @@ def test_interactive_view_teaches_a_class_with_keys(tmp_path, bundle):
     from edge_pace.runtime.learner import Learner
 
     assert Learner.load(bundle).classes == ["clap"]
+
+
+def test_listener_enrols_background_sounds_as_rows_to_ignore(runtime_bundle, session):
+    """The ``b`` key of `edge-pace listen` queues a BACKGROUND enrolment: the shots become all-zero-target rows,
+    never a class."""
+    from edge_pace.runtime.analytic import BACKGROUND
+    from edge_pace.runtime.learner import Learner
+
+    audio, _ = session
+    learner = Learner.load(runtime_bundle, state=False)
+    li = Listener(learner, 16000, shots=3)
+    li.enrol("knock")
+    li.enrol(BACKGROUND)
+    for i in range(0, len(audio), 4000):
+        li.feed(audio[i : i + 4000])
+    assert learner.classes == ["knock"] and BACKGROUND not in learner.counts
+    assert sum(len(f) for f in learner.classifier.features[BACKGROUND]) == 9  # 3 shots x 3 windows

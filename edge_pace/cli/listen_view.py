@@ -1,6 +1,7 @@
 """The interactive view of ``edge-pace listen`` (rich): top classes with score bars, "unknown", input level, last
 detection, and keys read in cbreak mode: ``l`` teach a new class (type its name, Enter, make the sound K times),
-``f`` forget one, ``c`` cancel an enrolment, ``s`` save, ``q`` quit (saves). Runtime only: no torch."""
+``b`` learn the next 10 sounds as background (what to ignore), ``f`` forget one, ``c`` cancel an enrolment, ``s``
+save, ``q`` quit (saves). Runtime only: no torch."""
 
 from __future__ import annotations
 
@@ -62,6 +63,9 @@ class KeyReader:
                 break
             data += chunk
         return parse_keys(data.decode("utf-8", errors="ignore"))
+
+
+BACKGROUND_SHOTS = 10  # sounds recorded by the ``b`` key as background
 
 
 def parse_keys(text: str) -> list[str]:
@@ -130,6 +134,12 @@ class View:
             return
         if key == "l":
             self.mode, self.typed = "name", ""
+        elif key == "b" and li.enrolling is None:  # background: the next sounds are what to ignore
+            from edge_pace.runtime.analytic import BACKGROUND
+
+            n = max(self.shots, BACKGROUND_SHOTS)
+            li.enrol(BACKGROUND, n)
+            self.message = f"background: the next {n} sounds are learned as sounds to ignore (c cancels)"
         elif key == "f":
             self.mode, self.typed = ("forget", "") if s.learner.classes else ("normal", "")
             if not s.learner.classes:
