@@ -59,7 +59,7 @@ from edge_pace.runtime.embedder import DEFAULT_THREADS, EmbedderError, OnnxEmbed
 from edge_pace.runtime.features import FeaturePath, Gate
 from edge_pace.runtime.state import StateError, atomic_write_bytes, read_state, state_to_bytes
 from edge_pace.runtime.analytic import BACKGROUND
-from edge_pace.runtime.unknown import DEFAULT_QUANTILE, DEFAULT_TEMPERATURE, UNKNOWN, Scores, Snapshot, UnknownRule
+from edge_pace.runtime.unknown import DEFAULT_QUANTILE, DEFAULT_TEMPERATURE, OPENSET_MIN_CLIPS, UNKNOWN, Scores, Snapshot, UnknownRule  # noqa: E501
 
 log = logging.getLogger("edge_pace.runtime")
 DEFAULT_GATE_DBFS = -50.0
@@ -88,10 +88,10 @@ class Learner:
 
     def __init__(self, embedder: OnnxEmbedder, classifier: AnalyticClassifier, manifest: dict, state_path: Path, *,
                  bundle_path: Path | None = None, state_origin: str = "", unknown: bool = True,
-                 unknown_quantile: float = DEFAULT_QUANTILE, unknown_threshold: float | None = None,
+                 unknown_quantile: float | None = DEFAULT_QUANTILE, unknown_threshold: float | None = None,
                  temperature: float = DEFAULT_TEMPERATURE, gate_dbfs: float | None = DEFAULT_GATE_DBFS,
                  max_clip_seconds: float | None = DEFAULT_MAX_CLIP_SECONDS, gamma: float | str = "auto",
-                 gamma_rule: AutoGamma | None = None) -> None:
+                 gamma_rule: AutoGamma | None = None, openset_min_clips: float = OPENSET_MIN_CLIPS) -> None:
         self.embedder = embedder
         self.manifest = manifest
         self.bundle_path = bundle_path
@@ -105,11 +105,12 @@ class Learner:
         if not (0 < self.hop and self.min_samples <= self.window):
             raise B.BundleError(f"bad audio settings in manifest: window {self.window}, hop {self.hop}, "
                                 f"min_samples {self.min_samples} samples")
-        if not 0.0 <= unknown_quantile <= 1.0:
-            raise ValueError(f"unknown_quantile must be in [0, 1], got {unknown_quantile}")
+        if unknown_quantile is not None and not 0.0 <= unknown_quantile <= 1.0:
+            raise ValueError(f"unknown_quantile must be in [0, 1] or None, got {unknown_quantile}")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.unknown, self.unknown_quantile, self.unknown_threshold = bool(unknown), float(unknown_quantile), unknown_threshold
+        self.unknown, self.unknown_threshold, self.openset_min_clips = bool(unknown), unknown_threshold, openset_min_clips
+        self.unknown_quantile = None if unknown_quantile is None else float(unknown_quantile)
         if max_clip_seconds is not None and not max_clip_seconds > 0:
             raise ValueError(f"max_clip_seconds must be > 0 seconds or None, got {max_clip_seconds!r}")
         self.temperature, self.gate_dbfs, self.max_clip_seconds = float(temperature), gate_dbfs, max_clip_seconds
@@ -374,7 +375,7 @@ class Learner:
         return self._view
 
     def _rule(self) -> UnknownRule:
-        return UnknownRule(self.unknown, self.unknown_quantile, self.unknown_threshold)
+        return UnknownRule(self.unknown, self.unknown_quantile, self.unknown_threshold, self.openset_min_clips)
 
     def thresholds(self, view: Snapshot | None = None) -> dict[str, float] | None:
         """Per-class unknown thresholds (open-set scale) of the current (or given) state at the sensitivity
@@ -446,5 +447,4 @@ class Learner:
         return path
 
 
-__all__ = ["Learner", "NotFittedError", "Scores", "UNKNOWN", "AudioError", "StateError", "DEFAULT_GATE_DBFS",
-           "DEFAULT_MAX_CLIP_SECONDS", "check_label"]
+__all__ = ["Learner", "NotFittedError", "Scores", "UNKNOWN", "AudioError", "StateError", "DEFAULT_GATE_DBFS", "DEFAULT_MAX_CLIP_SECONDS", "check_label"]  # noqa: E501

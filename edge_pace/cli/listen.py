@@ -58,7 +58,7 @@ class _Session:
 
     def __init__(self, bundle: Path, device: Optional[str], rate, int8: bool, threads: int, state: Optional[Path],
                  shots: int, buffer_seconds: float, autosave: bool, seconds: Optional[float],
-                 miss: float = 0.01) -> None:
+                 miss: Optional[float] = None) -> None:
         from edge_pace.runtime.live import LiveSession, load_learner
         from edge_pace.runtime.microphone import Microphone, find_input_device
 
@@ -165,7 +165,7 @@ def listen_cmd(
     buffer_seconds: float = typer.Option(10.0, "--buffer-seconds", help="Audio held between the device and the "
                                          "recogniser; beyond it new audio is dropped (and reported)."),
     autosave: bool = typer.Option(True, "--autosave/--no-autosave", help="Save after every learn/forget."),
-    miss: float = typer.Option(0.01, "--miss", min=0.0, max=1.0, help="Sensitivity of the unknown rule: the "
+    miss: Optional[float] = typer.Option(None, "--miss", min=0.0, max=1.0, help="Sensitivity of the unknown rule: the "
                                "target fraction of genuine sounds called unknown (higher = fewer false accepts)."),
 ) -> None:
     """Listen to a microphone: live view of the top classes, teach new classes by example, detect them.
