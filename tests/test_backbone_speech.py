@@ -249,15 +249,7 @@ def test_onnx_export_dynamic_batch_and_length(exported, name, speech16k):
         assert np.abs(out - ref).max() <= EXPORT_TOL * np.abs(ref).max(), (b, n)
 
 
-BLOCK_TORCH = '''
-import sys
-class _NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "torchaudio"):
-            raise ImportError(f"torch is not installed on this device (blocked import of {name})")
-        return None
-sys.meta_path.insert(0, _NoTorch())
-'''
+from test_runtime_no_torch import BLOCK_TORCH  # noqa: E402  (one torch blocker for the device tests)
 
 DEVICE_SCRIPT = '''
 import importlib, json, pkgutil, sys

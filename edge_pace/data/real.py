@@ -38,7 +38,6 @@ import csv
 import functools
 import hashlib
 import math
-import os
 import re
 import shutil
 import tempfile
@@ -52,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from edge_pace.data import real_audio as A
-from edge_pace.data.synth_render import _write_wav
+from edge_pace.data.synth_render import _write_wav, check_render_settings
 from edge_pace.runtime.atomic import atomic_replace_dir
 
 __all__ = ["SOURCES", "CLASSES", "HELD_OUT", "RealPaths", "MissingPackageError", "build_real", "class_counts"]
@@ -373,13 +372,7 @@ def build_real(out: Path, sources: list[str] | None = None, seed: int = 0, rate:
     unknown = [s for s in names if s not in SOURCES]
     if unknown or not names:
         raise ValueError(f"unknown source(s) {unknown}: expected a subset of {list(SOURCES)}")
-    if not (isinstance(rate, int) and 8000 <= rate <= 192000):
-        raise ValueError(f"rate must be an integer sample rate in [8000, 192000], got {rate}")
-    if not (0.1 <= duration <= 30.0):
-        raise ValueError(f"duration must be in [0.1, 30] seconds, got {duration}")
-    jobs = jobs or os.cpu_count() or 1
-    if jobs < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    jobs = check_render_settings(rate, duration, jobs)
     paths = paths or RealPaths()
     tools = check_sources(names, paths)
     planners = {"drums": _plan_drums, "voices": _plan_voices, "freepats": _plan_freepats, "0ad": _plan_zero_ad}

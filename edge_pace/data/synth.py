@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 
 from edge_pace.data.synth_render import (SOUNDFONTS, TEST_SOUNDFONT, TRAIN_SOUNDFONT, _Clip, _Context, _run_task,
-                                         _tasks)
+                                         _tasks, check_render_settings)
 from edge_pace.runtime.atomic import atomic_replace_dir
 
 __all__ = [
@@ -343,13 +343,7 @@ def synthesize(
         raise ValueError(f"unknown benchmark(s) {unknown}: expected a subset of {list(BENCHMARKS)}")
     if not (scale > 0 and math.isfinite(scale)):
         raise ValueError(f"scale must be a positive number, got {scale}")
-    if not (isinstance(rate, int) and 8000 <= rate <= 192000):
-        raise ValueError(f"rate must be an integer sample rate in [8000, 192000], got {rate}")
-    if not (0.1 <= duration <= 30.0):
-        raise ValueError(f"duration must be in [0.1, 30] seconds, got {duration}")
-    jobs = jobs or os.cpu_count() or 1
-    if jobs < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    jobs = check_render_settings(rate, duration, jobs)
     tools = check_tools(names)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

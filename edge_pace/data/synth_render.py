@@ -4,6 +4,8 @@ centre, noise at an SNR, level, fades, 16-bit WAV). External tools run determini
 
 from __future__ import annotations
 
+import os
+
 import io
 import math
 import struct
@@ -410,3 +412,16 @@ def _run_task(kind: str, clips: list[_Clip], ctx: _Context) -> int:
     for clip, (x, sr) in zip(clips, audio, strict=True):
         _write_wav(ctx.staging[clip.benchmark] / clip.relpath, _finish(x, sr, clip, ctx.rate, ctx.duration), ctx.rate)
     return len(clips)
+
+
+def check_render_settings(rate: int, duration: float, jobs: int | None) -> int:
+    """Validate the settings every benchmark builder shares (sample rate, clip duration, workers); returns the
+    number of workers (default: the CPU count)."""
+    if not (isinstance(rate, int) and 8000 <= rate <= 192000):
+        raise ValueError(f"rate must be an integer sample rate in [8000, 192000], got {rate}")
+    if not (0.1 <= duration <= 30.0):
+        raise ValueError(f"duration must be in [0.1, 30] seconds, got {duration}")
+    jobs = jobs or os.cpu_count() or 1
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    return jobs
