@@ -200,9 +200,7 @@ def run_device(Z: np.ndarray, sessions, idx: dict[str, int], prior: float) -> li
     for s in sessions:
         rows = np.array([idx[c.path] for c in s.train])
         clf.learn(Z[rows], [c.label for c in s.train], groups=np.arange(len(rows)))
-        if policy.due(clf.classes, clf.n_clips()):
-            clf.choose_gamma(policy.prior, policy.grid, policy.criterion)
-            policy.chosen(clf.classes, clf.n_clips())
+        policy.update(clf)  # the device's rule, as Learner runs it
         test = np.array([idx[c.path] for c in s.test])
         pred = clf.predict(Z[test])
         accs.append(float(np.mean([p == c.label for p, c in zip(pred, s.test)])))
@@ -216,9 +214,7 @@ def per_class_last(Z, sessions, idx, prior) -> dict[str, float]:
     for s in sessions:
         rows = np.array([idx[c.path] for c in s.train])
         clf.learn(Z[rows], [c.label for c in s.train], groups=np.arange(len(rows)))
-        if policy.due(clf.classes, clf.n_clips()):
-            clf.choose_gamma(policy.prior, policy.grid, policy.criterion)
-            policy.chosen(clf.classes, clf.n_clips())
+        policy.update(clf)  # the device's rule, as Learner runs it
     test = sessions[-1].test
     pred = clf.predict(Z[np.array([idx[c.path] for c in test])])
     out: dict[str, list[bool]] = {}

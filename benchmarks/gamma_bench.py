@@ -51,9 +51,8 @@ def run_device(proj, E: dict[str, np.ndarray], sessions, idx: dict[str, int], po
     for s in sessions:
         rows = np.array([idx[c.path] for c in s.train])
         clf.learn(E["z"][rows], [c.label for c in s.train], groups=np.arange(len(rows)))
-        if policy is not None and policy.due(clf.classes, clf.n_clips()):
-            clf.choose_gamma(policy.prior, policy.grid, policy.criterion)
-            policy.chosen(clf.classes, clf.n_clips())
+        if policy is not None:
+            policy.update(clf)  # the device's rule, as Learner runs it
         test = np.array([idx[c.path] for c in s.test])
         pred = clf.predict(E["z"][test])
         accs.append(float(np.mean([p == c.label for p, c in zip(pred, s.test)])))

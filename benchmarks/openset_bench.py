@@ -108,11 +108,12 @@ def run(name: str, clips, e: np.ndarray, proj: RandomProjection, draws: int, hel
         maha = (V[:, keep], 1.0 / (ev[keep] + shrink), means)
         te_k = (split == "test") & np.isin(labels, known_c)
         te_u = (split == "test") & ~np.isin(labels, known_c)
-        sk = scores(clf, z[te_k], {c: {"raw": raw[c], "unit": knn_rows[c]} for c in raw}, mu, maha)
-        su = scores(clf, z[te_u], {c: {"raw": raw[c], "unit": knn_rows[c]} for c in raw}, mu, maha)
+        refs = {c: {"raw": raw[c], "unit": knn_rows[c]} for c in raw}
+        sk = scores(clf, z[te_k], refs, mu, maha)
+        su = scores(clf, z[te_u], refs, mu, maha)
         # calibration sample: the stored training rows, leave-one-out where it is cheap (knn: the nearest *other*
         # row of the same class; top: the closed-form leave-one-clip-out own-class score)
-        cal = scores(clf, z[tr], {c: {"raw": raw[c], "unit": knn_rows[c]} for c in raw}, mu, maha)
+        cal = scores(clf, z[tr], refs, mu, maha)
         loo_top = clf.loo_scores()
         order = np.concatenate([np.flatnonzero(labels[tr] == c) for c in clf.classes])  # class order -> rows
         cal["top"] = np.empty(int(tr.sum()))
