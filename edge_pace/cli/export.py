@@ -31,7 +31,11 @@ def backbones_list(ctx: typer.Context) -> None:
     for b in BACKBONES.values():
         table.add_row(b.name, b.description, b.licence, b.parameters, f"{b.sample_rate}", f"{b.embed_dim}",
                       "yes" if weights_present(b.name) else "no", b.weights)
-    Console(width=200).print(table)
+    console = Console(width=200)
+    console.print(table)
+    for b in BACKBONES.values():
+        if b.credit and not b.parts:
+            console.print(f"credit  {b.name}: {b.credit}", markup=False, highlight=False)
 
 
 @backbones_app.command("fetch")

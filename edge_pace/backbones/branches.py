@@ -1,0 +1,185 @@
+"""Several pretrained backbones as one embedder: each branch sees the waveform at its own rate.
+
+``MultiBranch`` takes the waveform at the first branch's rate (aisfx: 44.1 kHz, the bundle's rate) and runs every
+branch on it: a branch with another rate (speech, voice: 16 kHz) gets the waveform through ``SincResample``, a
+fixed windowed-sinc polyphase resampler written as one strided ``Conv1d`` (torchaudio's ``resample`` kernel:
+Hann-windowed sinc, 6 zero crossings, roll-off 0.99), so the resampling is inside the ONNX graph (a ``Conv``) and
+the device feeds one waveform at one rate. The output is the concatenation of the branch embeddings [B, sum dims];
+the branches keep their own definitions and references (aisfx_cnn.py, speech_embedding.py, voice_encoder.py).
+
+Conditioning and weights (``branch_stats``): before the shared random projection each branch is divided by its own
+RMS on the calibration audio (the "scalar" conditioning of edge_pace/method/projection.py, per branch) and
+multiplied by its weight; both are folded into the projection's scale vector (rms_b / w_b on branch b's
+dimensions), so the graph gains no op and the runtime sees only z. The weights are chosen by measurement
+(README, "Words and voices"; benchmarks/branches_bench.py): ``DEFAULT_WEIGHTS``.
+
+The trainable branch for PACE is the first one (``blocks``, ``lora_targets``, ``frontend`` are its own); the
+others stay frozen.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+# per-branch weight after per-branch RMS conditioning (measured, README "Words and voices")
+DEFAULT_WEIGHTS: dict[str, float] = {"aisfx": 1.0, "speech": 1.0, "voice": 1.0}
+LOWPASS_WIDTH = 6  # zero crossings of the sinc on each side (torchaudio's default)
+ROLLOFF = 0.99  # cutoff as a fraction of the lower Nyquist frequency (torchaudio's default)
+
+
+def sinc_kernel(orig: int, new: int, width: int = LOWPASS_WIDTH, rolloff: float = ROLLOFF) -> tuple[np.ndarray, int]:
+    """torchaudio.functional.resample's "sinc_interp_hann" kernel for ``orig`` -> ``new`` (reduced by their gcd):
+    [new, 1, 2 * pad + orig] float64, and the padding ``pad`` (in input samples) on each side."""
+    g = math.gcd(orig, new)
+    orig, new = orig // g, new // g
+    base = min(orig, new) * rolloff
+    pad = math.ceil(width * orig / base)
+    idx = np.arange(-pad, pad + orig, dtype=np.float64)[None, None] / orig
+    t = (np.arange(0, -new, -1, dtype=np.float64)[:, None, None] / new + idx) * base
+    t = np.clip(t, -width, width)
+    window = np.cos(t * math.pi / width / 2) ** 2
+    t = t * math.pi
+    with np.errstate(invalid="ignore", divide="ignore"):
+        k = np.where(t == 0, 1.0, np.sin(t) / np.where(t == 0, 1.0, t))
+    return k * window * (base / orig), pad
+
+
+class SincResample(nn.Module):
+    """waveform [B, S] at ``orig`` Hz -> [B, ceil(S * new / orig)] at ``new`` Hz: one strided Conv1d with the
+    fixed polyphase kernel of ``sinc_kernel`` (as torchaudio.functional.resample computes it)."""
+
+    def __init__(self, orig: int, new: int) -> None:
+        super().__init__()
+        g = math.gcd(orig, new)
+        self.orig, self.new = orig // g, new // g
+        self.orig_rate, self.new_rate = int(orig), int(new)
+        kernel, self.pad = sinc_kernel(orig, new)
+        self.register_buffer("kernel", torch.from_numpy(kernel.astype(np.float32)), persistent=False)
+        # interleaving the phases [B, new, frames] -> [B, frames * new] as a transposed conv with an identity
+        # kernel (exact: each output is one input times 1): a transpose + reshape makes torch.export guard on
+        # batch != 1
+        self.register_buffer("interleave", torch.eye(self.new).unsqueeze(1), persistent=False)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        n = wave.shape[1]
+        x = nn.functional.pad(wave, (self.pad, self.pad + self.orig)).unsqueeze(1)
+        y = nn.functional.conv1d(x, self.kernel, stride=self.orig)  # [B, new, frames]
+        y = nn.functional.conv_transpose1d(y, self.interleave, stride=self.new).squeeze(1)  # [B, frames * new]
+        # keep ceil(n * new / orig) samples; index_select rather than a slice: torch.export cannot prove the
+        # slice's end <= the conv's length for every dynamic n and would refuse the export
+        keep = torch.arange((n * self.new + self.orig - 1) // self.orig, device=wave.device)
+        return y.index_select(1, keep)
+
+    def input_samples(self, samples: int) -> int:
+        """The fewest input samples whose resampled length is at least ``samples``."""
+        return math.ceil(samples * self.orig / self.new)
+
+
+class Branch(nn.Module):
+    """One branch: (resampling to the model's rate) + the model. waveform [B, S] at ``rate`` -> [B, embed_dim]."""
+
+    def __init__(self, model: nn.Module, rate: int) -> None:
+        super().__init__()
+        self.model = model
+        self.name = str(getattr(model, "name", type(model).__name__))
+        self.sample_rate = int(rate)
+        self.embed_dim = int(model.embed_dim)
+        self.resample = SincResample(rate, int(model.sample_rate)) if int(model.sample_rate) != rate else None
+        need = int(model.min_samples)
+        self.min_samples = self.resample.input_samples(need) if self.resample is not None else need
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.model(self.resample(wave) if self.resample is not None else wave)
+
+
+class MultiBranch(nn.Module):
+    """waveform [B, S] at the first branch's rate -> [B, sum of the branch dims]: the branches' embeddings side by
+    side (see the module docstring)."""
+
+    def __init__(self, models: Sequence[nn.Module], weights: dict[str, float] | None = None) -> None:
+        super().__init__()
+        if len(models) < 2:
+            raise ValueError("a multi-branch backbone needs at least two branches")
+        rate = int(models[0].sample_rate)
+        self.branches = nn.ModuleList(Branch(m, rate) for m in models)
+        self.names = [b.name for b in self.branches]
+        self.dims = [b.embed_dim for b in self.branches]
+        self.name = "+".join(self.names)
+        self.sample_rate = rate
+        self.embed_dim = sum(self.dims)
+        self.min_samples = max(b.min_samples for b in self.branches)
+        self.weights = {n: float((weights or DEFAULT_WEIGHTS).get(n, 1.0)) for n in self.names}
+
+    @classmethod
+    def from_parts(cls, parts: Sequence[str], weights: str | None = None, pretrained: bool = True) -> "MultiBranch":
+        """The registered backbones ``parts`` as branches; ``weights`` (a file) is the first (trainable) one's."""
+        from edge_pace import backbones
+
+        models = [backbones.load(p, weights if i == 0 else None, pretrained=pretrained)[0] for i, p in enumerate(parts)]
+        return cls(models).eval()
+
+    # the trainable (first) branch, for PACE and int8: its layers and frontend
+    @property
+    def blocks(self) -> list[nn.Module]:
+        return list(self.branches[0].model.blocks)
+
+    @property
+    def lora_targets(self) -> tuple[str, ...]:
+        return tuple(getattr(self.branches[0].model, "lora_targets", ()))
+
+    @property
+    def frontend(self) -> nn.ModuleList:
+        """Every branch's frontend (their constant kernels: int8 keeps them in float)."""
+        return nn.ModuleList([b.model.frontend for b in self.branches])
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return torch.cat([b(wave) for b in self.branches], dim=1)
+
+    def slices(self) -> dict[str, slice]:
+        """Where each branch lies in the output."""
+        out, start = {}, 0
+        for n, d in zip(self.names, self.dims):
+            out[n] = slice(start, start + d)
+            start += d
+        return out
+
+    def architecture(self) -> dict:
+        return {"parts": list(self.names), "weights": dict(self.weights)}
+
+    @classmethod
+    def from_architecture(cls, arch: dict) -> "MultiBranch":
+        model = cls.from_parts(arch["parts"], pretrained=False)
+        model.weights = {n: float(arch.get("weights", {}).get(n, 1.0)) for n in model.names}
+        return model
+
+    def check_input(self, wave: torch.Tensor) -> torch.Tensor:
+        from edge_pace.backbones.frontends import check_waveform
+
+        return check_waveform(wave, self.min_samples, self.name)
+
+
+# ------------------------------------------------------------------------------------------ conditioning
+
+def branch_rms(model: MultiBranch, emb: np.ndarray) -> dict[str, float]:
+    """Each branch's RMS (uncentred) over calibration embeddings [n, embed_dim]."""
+    emb = np.asarray(emb, dtype=np.float64)
+    return {n: max(float(np.sqrt(np.mean(emb[:, s] ** 2))), 1e-6) for n, s in model.slices().items()}
+
+
+def branch_stats(model: MultiBranch, emb: np.ndarray, weights: dict[str, float] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, scale) for RandomProjection: zeros and rms_b / w_b on branch b's dimensions (per-branch "scalar"
+    conditioning times the branch weight; ``weights`` default: the model's)."""
+    weights = model.weights if weights is None else weights
+    rms = branch_rms(model, emb)
+    scale = np.concatenate([np.full(d, rms[n] / float(weights.get(n, 1.0)), np.float32)
+                            for n, d in zip(model.names, model.dims)])
+    return np.zeros(model.embed_dim, np.float32), scale
+
+
+__all__ = ["MultiBranch", "Branch", "SincResample", "sinc_kernel", "branch_stats", "branch_rms", "DEFAULT_WEIGHTS"]
