@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_pace.backbones.frontends import ConvPowerSTFT, check_waveform
+from edge_pace.backbones.frontends import PowerSTFT, check_waveform
 
 SAMPLE_RATE = 16000
 WIN, HOP, N_FFT, N_MELS = 400, 160, 512, 32
@@ -57,7 +57,7 @@ class SpeechLogMel(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         window = 0.5 - 0.5 * np.cos(2 * math.pi * np.arange(WIN) / WIN)  # periodic Hann (tf.signal.hann_window)
-        self.stft = ConvPowerSTFT(N_FFT, WIN, HOP, window, center=False)
+        self.stft = PowerSTFT(N_FFT, WIN, HOP, window, center=False)
         self.register_buffer("mel", torch.zeros(N_FFT // 2 + 1, N_MELS))  # TF's matrix, loaded with the weights
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_pace.backbones.frontends import ConvPowerSTFT, check_waveform
+from edge_pace.backbones.frontends import PowerSTFT, check_waveform
 
 SAMPLE_RATE = 16000
 N_FFT, HOP, N_MELS = 400, 160, 40
@@ -80,7 +80,7 @@ class ResemblyzerMel(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         window = 0.5 - 0.5 * np.cos(2 * math.pi * np.arange(N_FFT) / N_FFT)  # periodic Hann
-        self.stft = ConvPowerSTFT(N_FFT, N_FFT, HOP, window, center=True)
+        self.stft = PowerSTFT(N_FFT, N_FFT, HOP, window, center=True)
         fb = slaney_mel_filterbank(SAMPLE_RATE, N_FFT, N_MELS)
         self.register_buffer("mel", torch.tensor(fb, dtype=torch.float32), persistent=False)
 
