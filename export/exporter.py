@@ -71,12 +71,15 @@ def source_from_backbone(name: str = backbones.DEFAULT, dim: int = 2048, seed: i
     gamma prior by the device's own rule (leave-one-clip-out,
     runtime/gamma.py); unlabelled clips give statistics only and the prior comes from the default set.
     ``gamma`` fixes the prior instead."""
+    from edge_pace.backbones.branches import MultiBranch, branch_stats
+    from edge_pace.export.branches import branch_report
     from edge_pace.export.calibration import default_calibration
     from edge_pace.method.projection import RandomProjection, embedding_stats
     from edge_pace.runtime.gamma import select_gamma
 
     backbone, spec = backbones.load(name, weights, pretrained=pretrained)
     sr = spec.sample_rate
+    branched = isinstance(backbone, MultiBranch)
 
     def embed(waves: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -94,8 +97,8 @@ def source_from_backbone(name: str = backbones.DEFAULT, dim: int = 2048, seed: i
         waves, labels, groups = calibration
         emb = embed(waves)
         cal = {"clips": int(len(waves)), "labelled": labels is not None}
-        if standardize != "none":
-            mean, scale = embedding_stats(emb, standardize)
+        if standardize != "none":  # a multi-branch backbone: per branch, times its weight (backbones/branches.py)
+            mean, scale = branch_stats(backbone, emb, mode=standardize) if branched else embedding_stats(emb, standardize)
     projection = RandomProjection(backbone.embed_dim, dim, seed, mean, scale)
     if gamma is None:
         if labels is None:
@@ -107,6 +110,10 @@ def source_from_backbone(name: str = backbones.DEFAULT, dim: int = 2048, seed: i
     config = {"backbone": name, "projection": projection.describe(), "window_seconds": spec.window_seconds,
               "hop_seconds": spec.hop_seconds, "pace": None, "adapted": False, "gamma_prior": float(gamma),
               "calibration": cal}
+    if branched:  # per-branch parity (each branch exported alone), cost, weight, licence: the manifest's "branches"
+        log(f"checking each branch of {name} (ONNX parity, CPU cost)")
+        cases = parity_inputs(calibration[0] if calibration is not None else None, sr, backbone.min_samples)
+        config["branches"] = branch_report(backbone, to_onnx_bytes, cases, emb if calibration is not None else None)
     return ExportSource(backbone, projection, AnalyticClassifier(dim, float(gamma)), config)
 
 
@@ -312,7 +319,7 @@ def export_bundle(source: ExportSource, out: str | Path, int8: bool = False, sin
         "backbone": {"name": cfg.get("backbone"), "licence": info.licence if info else None,
                      "embed_dim": int(backbone.embed_dim)},
         "projection": source.projection.describe() if hasattr(source.projection, "describe") else cfg.get("projection"), "pace": cfg.get("pace"), "adapted": cfg.get("adapted", True),
-        "adaptation": cfg.get("adaptation"),
+        "adaptation": cfg.get("adaptation"), "branches": cfg.get("branches"),
         "parity": parity, "quantization": quant, "export_seconds": round(time.perf_counter() - t0, 2),
     }
     path = B.write_bundle(out, files, manifest, single_file=single_file)

@@ -171,15 +171,21 @@ def branch_rms(model: MultiBranch, emb: np.ndarray) -> dict[str, float]:
     return {n: max(float(np.sqrt(np.mean(emb[:, s] ** 2))), 1e-6) for n, s in model.slices().items()}
 
 
-def branch_stats(model: MultiBranch, emb: np.ndarray, weights: dict[str, float] | None = None
+def branch_stats(model: MultiBranch, emb: np.ndarray, weights: dict[str, float] | None = None, mode: str = "scalar"
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, scale) for RandomProjection: zeros and rms_b / w_b on branch b's dimensions (per-branch "scalar"
-    conditioning times the branch weight; ``weights`` default: the model's)."""
+    """(mean, scale) for RandomProjection, per branch: the conditioning ``mode`` of edge_pace/method/projection.py
+    ("scalar": zeros and the branch's RMS; "dims": per-dimension mean and deviation) computed on each branch alone,
+    the scale divided by the branch's weight (``weights``, default: the model's)."""
+    from edge_pace.method.projection import embedding_stats
+
     weights = model.weights if weights is None else weights
-    rms = branch_rms(model, emb)
-    scale = np.concatenate([np.full(d, rms[n] / float(weights.get(n, 1.0)), np.float32)
-                            for n, d in zip(model.names, model.dims)])
-    return np.zeros(model.embed_dim, np.float32), scale
+    emb = np.asarray(emb, dtype=np.float64)
+    means, scales = [], []
+    for n, s in model.slices().items():
+        m, sc = embedding_stats(emb[:, s], mode)
+        means.append(m)
+        scales.append(sc / np.float32(weights.get(n, 1.0)))
+    return np.concatenate(means).astype(np.float32), np.concatenate(scales).astype(np.float32)
 
 
 __all__ = ["MultiBranch", "Branch", "SincResample", "sinc_kernel", "branch_stats", "branch_rms", "DEFAULT_WEIGHTS"]
