@@ -299,10 +299,18 @@ def export_bundle(source: ExportSource, out: str | Path, int8: bool = False, sin
     if int8:
         log("quantising to int8 (static QDQ, calibrated on real clips) and measuring agreement")
         front = frontend_nodes(fp32, backbone.frontend)
-        calib = clips if clips is not None and len(clips) else np.vstack(parity_inputs(None, sr, min_samples)[1:2])
+        calib = clips
+        if calib is None or not len(calib):  # no user clips: the default calibration audio (46 classes)
+            from edge_pace.export.calibration import default_calibration
+
+            log("rendering the default calibration audio for the int8 calibration (export/calibration.py)")
+            calib, clip_labels, _ = default_calibration(sr)
+            spread = np.linspace(0, len(calib) - 1, min(len(calib), 128)).astype(int)  # every class, 128 clips
+            calib, clip_labels = calib[spread], [clip_labels[i] for i in spread]
         # calibrate on even clips, measure on the odd ones (held out from calibration) when there are enough
         held = np.arange(len(calib)) % 2 == 1 if len(calib) >= 8 else np.ones(len(calib), bool)
-        cal = calib[~held][:32] if len(calib) >= 8 else calib[:32]
+        even = calib[~held] if len(calib) >= 8 else calib
+        cal = even[np.linspace(0, len(even) - 1, min(len(even), 32)).astype(int)]  # 32 clips spread over classes
         q = quantize_int8(fp32, front + first_backbone_conv(fp32, front), cal)
         files[B.EMBEDDER_INT8] = add_metadata(q, {**essentials, "edge_pace.quantization": "static int8 QDQ"})
         labels = [l for l, h in zip(clip_labels, held) if h] if clip_labels is not None else None

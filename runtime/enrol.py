@@ -175,7 +175,8 @@ class Listener:
     """
 
     def __init__(self, learner, sample_rate: int, *, shots: int = 3, offsets: tuple[float, ...] = (0.1, 0.4, 0.7),
-                 min_gate_dbfs: float = -50.0, smooth: int = 1, debounce_s: float | None = None) -> None:
+                 min_gate_dbfs: float = -50.0, smooth: int = 1, debounce_s: float | None = None,
+                 hop_s: float | None = None) -> None:
         self.learner = learner
         self.rate = int(sample_rate)
         if shots < 1:
@@ -188,7 +189,7 @@ class Listener:
         self.window = int(learner.window * self.rate // learner.sample_rate)
         pre_s, post_s = max(self.offsets), 1.0 - min(self.offsets)
         window_s = self.window / self.rate
-        self.stream = learner.stream(self.rate, smooth=smooth, debounce_s=debounce_s)
+        self.stream = learner.stream(self.rate, smooth=smooth, debounce_s=debounce_s, hop_s=hop_s)
         self.recorder = ShotRecorder(self.rate, (pre_s + post_s) * window_s + 0.02, pre_s * window_s,
                                      min_gate_dbfs=min_gate_dbfs)
         self.plan: deque[Enrolment] = deque()

@@ -49,7 +49,7 @@ class LiveSession:
 
     def __init__(self, learner: Learner, sample_rate: int, *, state_path: str | Path | None = None,
                  autosave: bool = True, seconds: float | None = None, shots: int = 3, lock: bool = True,
-                 lock_wait: float = LOCK_WAIT) -> None:
+                 lock_wait: float = LOCK_WAIT, hop_s: float | None = None) -> None:
         if seconds is not None and not seconds > 0:
             raise ValueError(f"seconds must be > 0, got {seconds}")
         self.learner = learner
@@ -64,7 +64,7 @@ class LiveSession:
             except OSError as exc:
                 self.notice = f"running without the state lock ({exc})"
         self.saved_version = learner.version
-        self.listener = Listener(learner, sample_rate, shots=shots)
+        self.listener = Listener(learner, sample_rate, shots=shots, hop_s=hop_s)
 
     @classmethod
     def open(cls, bundle: str | Path, sample_rate: int, *, state: str | Path | None = None, int8: bool = False,

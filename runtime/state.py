@@ -1,6 +1,7 @@
 """Classifier state on disk: safetensors (no pickle), versioned, checksummed, written atomically.
 
-Layout: tensors ``R`` [D, D] float64, ``W`` [D, K] float64, ``features.<k>`` [n_k, D] (per class, in class
+Layout: tensors ``R`` [D, D] float64 (omitted when it is exactly I / gamma, as in every frozen bundle: the
+file is then format version 2, 33 MB smaller at D = 2048, and R is rebuilt exactly on load), ``W`` [D, K] float64, ``features.<k>`` [n_k, D] (per class, in class
 order, when kept) and ``groups.<k>`` [n_k] int64 (the clip each stored row came from; files written before
 groups existed load with every row its own group), ``features.background``/``groups.background`` (the
 BACKGROUND rows, all-zero targets, when any); metadata (strings): format, version, classes (JSON),
@@ -32,6 +33,7 @@ from edge_pace.runtime.atomic import atomic_write_bytes  # noqa: F401 - re-expor
 
 STATE_FORMAT = "edge-pace-classifier"
 STATE_VERSION = 1
+STATE_VERSION_NO_R = 2  # the same layout without R (R = I / gamma, exactly)
 META_DIGEST = "meta_digest"  # uint8[32] tensor: sha256 of the metadata, covered by the tensor checksum
 
 
@@ -56,13 +58,15 @@ def _meta_digest(meta: dict[str, str]) -> str:
 def to_tensors(clf: AnalyticClassifier, extra: dict[str, str] | None = None
                ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Tensors and string metadata of a state; ``extra`` adds caller metadata (must not shadow the core keys)."""
-    tensors = {"R": clf.R, "W": clf.W}
+    R = clf.R
+    identity = not clf.features and np.array_equal(R, np.eye(clf.dim) / clf.gamma)
+    tensors = {"W": clf.W} if identity else {"R": R, "W": clf.W}
     for k, c in [*enumerate(clf.classes), ("background", BACKGROUND)]:
         if c in clf.features:
             tensors[f"features.{k}"] = np.vstack(clf.features[c])
             if c in clf.groups:
                 tensors[f"groups.{k}"] = np.concatenate(clf.groups[c]).astype(np.int64)
-    meta = {"format": STATE_FORMAT, "version": str(STATE_VERSION), "classes": json.dumps(clf.classes),
+    meta = {"format": STATE_FORMAT, "version": str(STATE_VERSION_NO_R if identity else STATE_VERSION), "classes": json.dumps(clf.classes),
             "counts": json.dumps(clf.counts), "gamma": repr(clf.gamma), "dim": str(clf.dim),
             "keep_features": json.dumps(clf.keep_features), "n_updates": str(clf.n_updates)}
     for k, v in (extra or {}).items():
@@ -106,9 +110,9 @@ def read_state(data: bytes, name: str = "state") -> tuple[AnalyticClassifier, di
         raise StateError(f"{name}: not a readable safetensors classifier state ({exc})") from exc
     if meta.get("format") != STATE_FORMAT:
         raise StateError(f"{name}: not an edge-pace classifier state (format {meta.get('format')!r})")
-    if meta.get("version") != str(STATE_VERSION):
+    if meta.get("version") not in (str(STATE_VERSION), str(STATE_VERSION_NO_R)):
         raise StateError(f"{name}: state format version {meta.get('version')} is not supported "
-                         f"(this runtime reads version {STATE_VERSION})")
+                         f"(this runtime reads versions {STATE_VERSION} and {STATE_VERSION_NO_R})")
     if _digest(tensors) != meta.get("sha256"):
         raise StateError(f"{name}: checksum mismatch: the state file is corrupt")
     if META_DIGEST in tensors:  # files since groups: the metadata digest is itself checksummed, so mandatory
@@ -119,7 +123,13 @@ def read_state(data: bytes, name: str = "state") -> tuple[AnalyticClassifier, di
     try:
         classes, counts = json.loads(meta["classes"]), json.loads(meta["counts"])
         clf = AnalyticClassifier(int(meta["dim"]), float(meta["gamma"]), json.loads(meta["keep_features"]))
-        clf.R, clf.W = tensors["R"].astype(np.float64), tensors["W"].astype(np.float64)
+        if meta["version"] == str(STATE_VERSION_NO_R):
+            if "R" in tensors or any(k.startswith("features.") for k in tensors):
+                raise ValueError("a version-2 state holds neither R nor stored features")
+            clf.R = np.eye(clf.dim, dtype=np.float64) / clf.gamma
+        else:
+            clf.R = tensors["R"].astype(np.float64)
+        clf.W = tensors["W"].astype(np.float64)
         clf.classes, clf.counts, clf.n_updates = list(classes), list(counts), int(meta["n_updates"])
         clf.features = {c: [tensors[f"features.{k}"]] for k, c in enumerate(classes) if f"features.{k}" in tensors}
         if "features.background" in tensors:  # rows with an all-zero target (runtime/analytic.py BACKGROUND)

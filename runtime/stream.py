@@ -1,6 +1,7 @@
 """Streaming recognition: feed chunks of any size at the device's native rate, get events.
 
-    stream = learner.stream(sample_rate=16000)          # or Stream(learner, 16000, smooth=1, debounce_s=1.5)
+    stream = learner.stream(sample_rate=16000)          # or Stream(learner, 16000, smooth=1, debounce_s=1.5,
+                                                        #           hop_s=0.25)
     for chunk in mic:                                   # any chunk size, 1-D mono or [frames, channels]
         for ev in stream.feed(chunk):
             print(ev.label, ev.score, ev.time_s)
@@ -13,7 +14,9 @@ Pipeline, and why the events do not depend on how the input is chunked:
    resampler sees the same calls whatever the chunking (soxr's own stream output is chunking-independent in
    our checks too; the fixed blocks make it a guarantee rather than an observation). The last partial
    block waits for more input (<= 10 ms latency) or ``flush()``.
-2. Windows of the bundle's ``window_seconds`` every ``hop_seconds`` on the resampled signal; each window is
+2. Windows of the bundle's ``window_seconds`` every ``hop_s`` (default: the bundle's ``hop_seconds``, 0.5 s) on
+   the resampled signal. A shorter hop gives earlier events at proportionally more embedder work (0.25 s:
+   twice the windows per second; benchmarks/latency_bench.py measures both). Each window is
    embedded alone (batch 1), so its features are bit-identical whatever arrived with it. A final partial
    window is dropped at ``flush()``.
 3. Level gate: a window whose RMS level is below ``gate_dbfs`` (default: the learner's, -50 dBFS; full-scale
@@ -28,7 +31,8 @@ Pipeline, and why the events do not depend on how the input is chunked:
    learner's decision rule (top class, unknown threshold) runs on the mean. History restarts when the
    learner's classes change mid-stream.
 5. Debounce: an event for label L is emitted only if the last event for L is at least ``debounce_s``
-   earlier (default: window + hop, 1.5 s for a 1 s window and 0.5 s hop). "unknown" produces no event.
+   earlier (default: window + hop, 1.5 s for a 1 s window and 0.5 s hop; 1.25 s at a 0.25 s hop). "unknown"
+   produces no event.
 
 Why these defaults (short sounds). A sound of length L lies in windows whose starts span less than
 window + L, so a sound no longer than a hop can be in three windows whose starts are 2 hops = 1.0 s apart:
@@ -74,13 +78,23 @@ class Stream:
 
     def __init__(self, learner, sample_rate: int, *, smooth: int = 1, debounce_s: float | None = None,
                  gate_dbfs: float | None = _DEFAULT, block: int | None = None,  # type: ignore[assignment]
-                 min_active_s: float = 0.1) -> None:
+                 min_active_s: float = 0.1, hop_s: float | None = None) -> None:
         self.learner = learner
+        self.rate = learner.sample_rate
+        self.window = learner.window
+        if hop_s is None:
+            self.hop = learner.hop
+        elif (isinstance(hop_s, bool) or not isinstance(hop_s, (int, float))
+              or not 0 < hop_s * self.rate < float("inf") or not 0 < round(hop_s * self.rate) <= self.window):
+            raise ValueError(f"hop_s must be a number of seconds in (0, window = {self.window / self.rate:g}], "
+                             f"got {hop_s!r}")
+        else:
+            self.hop = int(round(hop_s * self.rate))
         self.sample_rate = check_rate(sample_rate, "stream")
         if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 1:
             raise ValueError(f"smooth must be an integer >= 1 (windows averaged), got {smooth!r}")
         if debounce_s is None:
-            debounce_s = (learner.window + learner.hop) / learner.sample_rate
+            debounce_s = (self.window + self.hop) / self.rate
         if (isinstance(debounce_s, bool) or not isinstance(debounce_s, (int, float))
                 or not 0 <= debounce_s < float("inf")):
             raise ValueError(f"debounce_s must be a finite number >= 0 seconds (or None for window + hop), "
@@ -89,8 +103,6 @@ class Stream:
             raise ValueError(f"min_active_s must be a number of seconds >= 0, got {min_active_s!r}")
         self.smooth, self.debounce_s, self.min_active_s = smooth, float(debounce_s), float(min_active_s)
         self.gate_dbfs = learner.gate_dbfs if gate_dbfs is _DEFAULT else gate_dbfs
-        self.rate = learner.sample_rate
-        self.window, self.hop = learner.window, learner.hop
         self.block = int(block) if block else max(1, self.sample_rate // 100)
         self.gate = Gate(self.gate_dbfs, self.rate, self.min_active_s)  # runtime/features.py, as clips but stricter
         self.reset()

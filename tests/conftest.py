@@ -39,8 +39,8 @@ TEST_DIM = 512
 RATE = 44100
 # the source files that shape the test bundle (the cache key hashes them)
 BUNDLE_RUNTIME_FILES = ("bundle.py", "state.py", "analytic.py")
-BUNDLE_MODEL_FILES = ("backbones/__init__.py", "backbones/aisfx_cnn.py", "backbones/weights.py", "frontends.py",
-                      "projection.py")
+BUNDLE_MODEL_FILES = ("backbones/__init__.py", "backbones/aisfx_cnn.py", "backbones/weights.py",
+                      "backbones/frontends.py", "method/projection.py", "export/calibration.py")
 KEEP_CACHED = 3  # newest cached test bundles kept; older keys (older code) are removed
 
 

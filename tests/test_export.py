@@ -116,3 +116,37 @@ def test_single_file_bundle_opens_like_the_folder(frozen_bundle, tmp_path):
     assert z.is_zip and z.manifest["files"] == folder.manifest["files"]
     assert z.read(B.EMBEDDER) == folder.read(B.EMBEDDER)
     assert z.state_path().name == "b.zip.state.safetensors"
+
+
+def test_embedder_stores_no_dft_kernel_and_a_half_precision_projection(frozen_bundle):
+    """Issue 14: the STFT's constants are the two-step FFT's small matrices (no [n_fft + 2, 1, n_fft] kernel), the
+    random projection is a float16 initializer cast once in the graph (tests/test_reliability.py: a classifier that
+    has learned nothing omits R)."""
+    import onnx
+    from onnx import numpy_helper
+
+    out, source = frozen_bundle
+    model = onnx.load(str(out / B.EMBEDDER))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    n_fft = source.backbone.frontend.n_fft
+    assert not any(a.ndim and a.shape[-1] == n_fft and a.size >= n_fft * n_fft for a in inits.values())
+    proj = [a for a in inits.values() if a.shape == (source.backbone.embed_dim, source.projection.out_dim)]
+    assert len(proj) == 1 and proj[0].dtype == np.float16
+    assert np.array_equal(proj[0], source.projection.weight.numpy())
+    assert source.projection.describe()["precision"] == "float16"
+
+
+def test_projection_precision_round_trips_and_old_descriptions_stay_float32():
+    from edge_pace.method.projection import RandomProjection
+
+    p = RandomProjection(16, 32, 3, np.zeros(16, np.float32), np.ones(16, np.float32))
+    d = p.describe()
+    assert p.weight.dtype == torch.float16 and RandomProjection.from_description(d).weight.dtype == torch.float16
+    old = {k: v for k, v in d.items() if k != "precision"}
+    full = RandomProjection.from_description(old)
+    assert full.weight.dtype == torch.float32
+    assert torch.equal(full.weight.half(), p.weight)  # the same draw, rounded
+    f = torch.randn(5, 16)
+    assert np.allclose(p(f).numpy(), p.numpy(f.numpy()), atol=1e-5)
+    with pytest.raises(ValueError, match="precision"):
+        RandomProjection(16, 32, precision="int4")

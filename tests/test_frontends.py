@@ -5,7 +5,8 @@ import pytest
 import torch
 import torchaudio
 
-from edge_pace.backbones.frontends import AisfxLogMel, KaldiFbank, check_waveform, htk_mel_filterbank
+from edge_pace.backbones.frontends import (AisfxLogMel, KaldiFbank, PowerSTFT, check_waveform, fft_factors,
+                                          htk_mel_filterbank)
 
 
 def _signal(sr: int, seconds: float, seed: int = 0) -> torch.Tensor:
@@ -70,3 +71,36 @@ def test_bad_waveforms_give_clear_errors():
         check_waveform(torch.zeros(1, 500, dtype=torch.int16), 400)
     with pytest.raises(ValueError, match=r"\[batch, samples\]"):
         check_waveform(torch.zeros(1, 2, 500), 400)
+
+
+@pytest.mark.parametrize("n_fft,win,hop,center", [(2048, 2048, 1024, True), (512, 400, 160, False),
+                                                  (400, 400, 160, True), (2048, 2048, 512, True), (257, 257, 100, True)])
+def test_power_stft_is_torch_stft_power(n_fft, win, hop, center):
+    """The two-step FFT equals torch.stft's power to float32 rounding (1e-5 of the peak), for power-of-two, composite
+    (400 = 16 x 25) and prime (257: a plain DFT) sizes, centred or not, and with the block-reshaping framing
+    (hop dividing n_fft) or the generic one; its constants are a few percent of a stored DFT kernel."""
+    window = np.hanning(win + 1)[:-1]
+    stft = PowerSTFT(n_fft, win, hop, window, center=center)
+    wave = _signal(16000, 1.3, seed=2)[None].repeat(2, 1)
+    ours = stft(wave)
+    w = torch.zeros(n_fft, dtype=torch.float64)
+    off = (n_fft - win) // 2 if center else 0  # torch centres a short window inside n_fft
+    w[off : off + win] = torch.tensor(window)
+    x = wave.double() if center else torch.nn.functional.pad(wave.double(), (0, n_fft - win))
+    ref = torch.stft(x, n_fft, hop, window=w, center=center, pad_mode="constant", return_complex=True).abs() ** 2
+    ref = ref.transpose(1, 2)
+    if not center:  # Kaldi-style frames: win samples then zeros; torch's frame count on the padded signal
+        ref = ref[:, : 1 + (wave.shape[1] - win) // hop]
+    assert ours.shape == ref.shape
+    assert ((ours.double() - ref).abs().max() / ref.abs().max()).item() < 1e-5
+    consts = sum(b.numel() for b in stft.buffers())
+    assert consts < 0.1 * (n_fft + 2) * win or n_fft < 300
+    n1, n2 = fft_factors(n_fft)
+    assert n1 * n2 == n_fft and n1 <= n2
+
+
+def test_aisfx_frame_count_is_one_plus_samples_over_hop_for_every_length():
+    """The block-reshaping framing trims its right padding to the frame count: check lengths around multiples."""
+    fe = AisfxLogMel()
+    for n in (7168, 7169, 8191, 8192, 8193, 44100):
+        assert fe(torch.ones(1, n) * 0.1).shape[1] == 1 + n // 1024 == fe.frames(n)

@@ -99,13 +99,30 @@ def test_every_flipped_header_byte_and_sampled_data_bytes_are_refused(saved):
     assert len(offsets) > 300 and len(kinds) >= 3  # several distinct diagnoses, all StateError
 
 
+def test_a_state_with_nothing_learned_omits_R_and_reads_back_exactly():
+    """R = I / gamma is not stored (format version 2: a frozen bundle's classifier is KBs, not 33 MB at D = 2048);
+    once anything is learned R is stored again (version 1) and the round trip stays bit-exact."""
+    from edge_pace.runtime.state import state_from_bytes, state_to_bytes
+
+    fresh = AnalyticClassifier(64, gamma=0.3)
+    data = state_to_bytes(fresh)
+    back, meta = read_state(data)
+    assert meta["version"] == "2" and len(data) < 4096 and np.array_equal(back.R, fresh.R)
+    assert np.array_equal(back.W, fresh.W) and back.gamma == 0.3
+    fresh.learn(np.random.default_rng(0).random((3, 64)), "a")
+    data = state_to_bytes(fresh)
+    back = state_from_bytes(data)
+    assert read_state(data)[1]["version"] == "1" and np.array_equal(back.R, fresh.R) and np.array_equal(back.W, fresh.W)
+
+
 def test_wrong_format_version_and_inconsistent_contents_are_refused(saved, tmp_path):
     clf, meta = read_state(saved.read_bytes())
     tensors, core = to_tensors(clf, {k: v for k, v in meta.items() if k not in
                                      ("format", "version", "classes", "counts", "gamma", "dim", "keep_features",
                                       "n_updates", "sha256", "meta_sha256")})
     cases = {
-        "version": ({**core, "version": "2"}, tensors, "state format version 2 is not supported"),
+        "version": ({**core, "version": "3"}, tensors, "state format version 3 is not supported"),
+        "version 2 with R": ({**core, "version": "2"}, tensors, "a version-2 state holds neither R"),
         "format": ({**core, "format": "something-else"}, tensors, "not an edge-pace classifier state"),
         "counts": ({**core, "counts": json.dumps([1, 1])}, tensors, "stored feature rows but a count"),
         "classes": ({**core, "classes": json.dumps(["sine"])}, tensors, "inconsistent shapes"),

@@ -151,5 +151,19 @@ def test_stream_settings_are_validated(learner):
         learner.stream(SR, debounce_s=-1)
     with pytest.raises(AudioError, match="positive integer"):
         learner.stream(0)
+    for bad in (0, -0.25, 2.0, float("nan"), "0.25", True):
+        with pytest.raises(ValueError, match="hop_s"):
+            learner.stream(SR, hop_s=bad)
     st = Stream(learner, 8000)
     assert st.block == 80 and st.feed(np.zeros(79, np.float32)) == [] and st.time_s == pytest.approx(79 / 8000)
+
+
+def test_a_shorter_hop_sees_twice_the_windows_and_detects_the_same_sounds(learner, scene):
+    """hop_s=0.25 embeds twice the windows of the default 0.5 s hop; the same sounds fire, once each (the default
+    debounce follows the hop: window + hop), and never later than with the default hop."""
+    default, short = learner.stream(SR), learner.stream(SR, hop_s=0.25)
+    ev_d, ev_s = _run(default, scene, 4410), _run(short, scene, 4410)
+    assert short.hop == SR // 4 and short.debounce_s == pytest.approx(1.25)
+    assert short.windows_seen in (2 * default.windows_seen - 1, 2 * default.windows_seen)
+    assert [e.label for e in ev_s] == [e.label for e in ev_d] == ["sine", "speech", "pluck"]
+    assert all(s.time_s <= d.time_s + 1e-9 for s, d in zip(ev_s, ev_d))

@@ -109,7 +109,8 @@ def export_cmd(
         from edge_pace.data.loaders import load_dataset, read_clips
 
         items = load_dataset("folder", audio)
-        clips, kept = read_clips(items[:64], source.backbone.sample_rate, duration=1.0)
+        spread = items[:: max(1, len(items) // 64)][:64]  # 64 clips spread over every class, not the first ones
+        clips, kept = read_clips(spread, source.backbone.sample_rate, duration=1.0)
         labels = [c.label for c in kept]
     try:
         with spinner("exporting"):
