@@ -353,6 +353,30 @@ def _short_adaptation(m: dict) -> str:
     return f"adapted {m.get('adapted')}: {a.get('reason')}"
 
 
+def state_summary(path: Path) -> str:
+    """What a classifier state file holds (from its safetensors header only): R, W, stored features."""
+    try:
+        with open(path, "rb") as f:
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    except (OSError, ValueError) as exc:
+        return f"unreadable ({exc})"
+    header.pop("__metadata__", None)
+    size = {"F64": 8, "F32": 4, "F16": 2, "I64": 8, "U8": 1}
+
+    def mb(info: dict) -> float:
+        return float(np.prod(info["shape"])) * size.get(info["dtype"], 4) / 2**20
+
+    parts = [f"{k} {info['shape']} {info['dtype']} {mb(info):.2f} MB" for k, info in header.items()
+             if k in ("R", "W")]
+    if "R" not in header:
+        parts.insert(0, "R = I / gamma (not stored)")
+    feats = [v for k, v in header.items() if k.startswith("features.")]
+    if feats:
+        parts.append(f"features {sum(v['shape'][0] for v in feats)} rows {feats[0]['dtype']} "
+                     f"{sum(mb(v) for v in feats):.2f} MB")
+    return f"{path.stat().st_size / 1e6:.2f} MB: " + ", ".join(parts)
+
+
 def describe(bundle_path: str | Path) -> str:
     """Readable summary of a bundle's manifest, with checksum verification (for ``edge-pace info``)."""
     bundle = B.open_bundle(bundle_path, verify=False)
@@ -373,7 +397,12 @@ def describe(bundle_path: str | Path) -> str:
              f"adaptation   {_short_adaptation(m)}"]
     for name, f in m["files"].items():
         lines.append(f"file         {name:24s} {f['bytes'] / 1e6:8.2f} MB  sha256 {f['sha256'][:16]}…")
+    if not bundle.is_zip:
+        lines.append(f"classifier   {state_summary(bundle.path / B.CLASSIFIER)}")
     lines.append("checksums    OK" if not problems else "checksums    FAILED: " + "; ".join(problems))
+    state = bundle.state_path()
+    if state.is_file():
+        lines.append(f"device state {state.name}  {state_summary(state)}")
     return "\n".join(lines)
 
 

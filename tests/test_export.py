@@ -134,6 +134,8 @@ def test_embedder_stores_no_dft_kernel_and_a_half_precision_projection(frozen_bu
     assert len(proj) == 1 and proj[0].dtype == np.float16
     assert np.array_equal(proj[0], source.projection.weight.numpy())
     assert source.projection.describe()["precision"] == "float16"
+    text = exporter.describe(out)  # `edge-pace info`: what the classifier state holds, from its header
+    assert "classifier   " in text and "R [256, 256] F64 0.50 MB" in text and "features 12 rows F32" in text
 
 
 def test_projection_precision_round_trips_and_old_descriptions_stay_float32():
