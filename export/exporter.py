@@ -62,7 +62,8 @@ def source_from_checkpoint(ckpt: str | Path) -> ExportSource:
 def source_from_backbone(name: str = backbones.DEFAULT, dim: int = 2048, seed: int = 0, gamma: float | None = None,
                          weights: str | None = None, pretrained: bool = True,
                          calibration: tuple[np.ndarray, list[str] | None, list[int]] | None = None,
-                         standardize: str = "scalar", log=print) -> ExportSource:
+                         standardize: str = "scalar", branch_weights: str | dict | None = None,
+                         log=print) -> ExportSource:
     """A frozen-backbone bundle (no adaptation): every class is learned on the device (ACIL-style).
 
     ``calibration`` = (clips [n, S] at the backbone's rate, labels or None, clip groups), default: the
@@ -70,8 +71,10 @@ def source_from_backbone(name: str = backbones.DEFAULT, dim: int = 2048, seed: i
     (``standardize``: "scalar", "dims" or "none", edge_pace/method/projection.py) and, when labelled, the bundle's
     gamma prior by the device's own rule (leave-one-clip-out,
     runtime/gamma.py); unlabelled clips give statistics only and the prior comes from the default set.
-    ``gamma`` fixes the prior instead."""
-    from edge_pace.backbones.branches import MultiBranch, branch_stats
+    ``gamma`` fixes the prior instead. A multi-branch backbone (edge_pace/backbones/branches.py) is conditioned
+    per branch; ``branch_weights``: None (the measured defaults), a dict {branch: weight}, or "loo" (chosen by
+    leave-one-clip-out on the labelled calibration clips, ``choose_weights``)."""
+    from edge_pace.backbones.branches import MultiBranch, branch_stats, set_weights
     from edge_pace.export.branches import branch_report
     from edge_pace.export.calibration import default_calibration
     from edge_pace.method.projection import RandomProjection, embedding_stats
@@ -97,6 +100,8 @@ def source_from_backbone(name: str = backbones.DEFAULT, dim: int = 2048, seed: i
         waves, labels, groups = calibration
         emb = embed(waves)
         cal = {"clips": int(len(waves)), "labelled": labels is not None}
+        if branched and branch_weights is not None:
+            cal["branch_weights"] = set_weights(backbone, branch_weights, emb, labels, groups, dim, seed)
         if standardize != "none":  # a multi-branch backbone: per branch, times its weight (backbones/branches.py)
             mean, scale = branch_stats(backbone, emb, mode=standardize) if branched else embedding_stats(emb, standardize)
     projection = RandomProjection(backbone.embed_dim, dim, seed, mean, scale)

@@ -123,6 +123,30 @@ def test_branch_conditioning_divides_each_branch_by_its_rms_over_its_weight(comb
         assert np.allclose(scale[sl[name]], s / w, rtol=0.1), name
 
 
+def test_branch_weights_by_leave_one_clip_out_favour_the_informative_branch(combo):
+    from edge_pace.backbones.branches import set_weights
+
+    model, _ = combo
+    saved = dict(model.weights)
+    rng = np.random.default_rng(1)
+    labels = [f"c{i % 4}" for i in range(40)]
+    centres = rng.normal(0, 1, (4, model.dims[1]))
+    emb = rng.normal(0, 1, (40, model.embed_dim))  # aisfx and voice: noise
+    sl = model.slices()
+    emb[:, sl["speech"]] = centres[[i % 4 for i in range(40)]] + 0.3 * rng.normal(0, 1, (40, model.dims[1]))
+    try:
+        done = set_weights(model, "loo", emb, labels, list(range(40)), 128, 0)
+        assert done["rule"] == "leave-one-clip-out" and len(done["search"]) == 25
+        assert model.weights["speech"] == 4.0 and model.weights["voice"] <= 0.5, model.weights
+        assert set_weights(model, {"voice": 2.0}, emb, None, None, 128, 0)["weights"]["voice"] == 2.0
+        with pytest.raises(ValueError, match="branches"):
+            set_weights(model, {"nope": 1.0}, emb, None, None, 128, 0)
+        with pytest.raises(ValueError, match="labelled"):
+            set_weights(model, "loo", emb, None, None, 128, 0)
+    finally:
+        model.weights = saved
+
+
 @pytest.fixture(scope="module")
 def combo_bundle(tmp_path_factory, combo):
     from edge_pace.export import exporter

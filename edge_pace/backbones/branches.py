@@ -188,4 +188,47 @@ def branch_stats(model: MultiBranch, emb: np.ndarray, weights: dict[str, float] 
     return np.concatenate(means).astype(np.float32), np.concatenate(scales).astype(np.float32)
 
 
-__all__ = ["MultiBranch", "Branch", "SincResample", "sinc_kernel", "branch_stats", "branch_rms", "DEFAULT_WEIGHTS"]
+WEIGHT_GRID = (0.25, 0.5, 1.0, 2.0, 4.0)  # candidate weights of each non-first branch (the first keeps 1)
+
+
+def choose_weights(model: MultiBranch, emb: np.ndarray, labels, groups, dim: int = 2048, seed: int = 0,
+                   grid: Sequence[float] = WEIGHT_GRID) -> tuple[dict[str, float], list[dict]]:
+    """Branch weights by the device's own rule: for every combination of candidate weights (the first branch
+    fixed at 1), the leave-one-clip-out squared error at its best gamma (runtime/gamma.py ``select_gamma``) of
+    the random-projection features on labelled clips ``emb`` [n, embed_dim]; the least wins. Returns the weights
+    and the table of every candidate."""
+    import itertools
+
+    from edge_pace.method.projection import RandomProjection
+    from edge_pace.runtime.gamma import select_gamma
+
+    table = []
+    for ws in itertools.product(grid, repeat=len(model.names) - 1):
+        weights = {model.names[0]: 1.0, **dict(zip(model.names[1:], map(float, ws)))}
+        mean, scale = branch_stats(model, emb, weights)
+        z = RandomProjection(model.embed_dim, dim, seed, mean, scale).numpy(emb)
+        found = select_gamma(z, labels, groups)
+        i = int(np.argmin(found.mse))
+        table.append({"weights": weights, "loo_mse": float(found.mse[i]), "loo_accuracy": float(found.accuracy[i])})
+    best = min(table, key=lambda r: r["loo_mse"])
+    return dict(best["weights"]), table
+
+
+def set_weights(model: MultiBranch, weights: str | dict[str, float], emb: np.ndarray, labels, groups, dim: int,
+                seed: int) -> dict:
+    """Set ``model.weights``: "loo" (``choose_weights`` on labelled calibration embeddings ``emb``) or an explicit
+    {branch: weight} (the others keep theirs). Returns what was done (for the manifest)."""
+    if weights == "loo":
+        if labels is None:
+            raise ValueError("branch weights 'loo' need labelled calibration clips (--audio DIR/<class>/*)")
+        model.weights, table = choose_weights(model, emb, labels, groups, dim, seed)
+        return {"rule": "leave-one-clip-out", "weights": dict(model.weights), "grid": list(WEIGHT_GRID),
+                "search": table}
+    unknown = sorted(set(weights) - set(model.names))
+    if unknown or not all(float(w) > 0 for w in weights.values()):
+        raise ValueError(f"branch weights {weights}: {model.name} has the branches {model.names}, weights > 0")
+    model.weights = {n: float(weights.get(n, model.weights[n])) for n in model.names}
+    return {"rule": "given", "weights": dict(model.weights)}
+
+
+__all__ = ["set_weights", "choose_weights", "WEIGHT_GRID", "MultiBranch", "Branch", "SincResample", "sinc_kernel", "branch_stats", "branch_rms", "DEFAULT_WEIGHTS"]

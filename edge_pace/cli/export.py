@@ -78,6 +78,10 @@ def export_cmd(
     standardize: str = typer.Option("scalar", help="Conditioning of a frozen bundle's embedding before the "
                                     "projection: scalar (default), dims or none (edge_pace/method/projection.py)."),
     tolerance: float = typer.Option(1e-4, help="Maximum relative feature error ONNX vs PyTorch."),
+    branch_weights: str = typer.Option("default", help="Branch weights of a multi-branch backbone (e.g. "
+                                       "aisfx+speech+voice): 'default' (measured, README 'Words and voices'), 'loo' "
+                                       "(chosen by leave-one-clip-out on the labelled --audio clips, or the default "
+                                       "calibration set) or explicit 'speech=2,voice=0.5'."),
 ) -> None:
     """Merge the adapters, export one ONNX embedder (waveform in, features out), verify it and write the bundle."""
     import torch
@@ -101,7 +105,8 @@ def export_cmd(
             source = exporter.source_from_checkpoint(ckpt)
         else:
             source = exporter.source_from_backbone(backbone, dim, seed, gamma=gamma, calibration=calibration,
-                                                   standardize=standardize, log=lambda m: typer.echo(m, err=True))
+                                                   standardize=standardize, branch_weights=_branch_weights(branch_weights),
+                                                   log=lambda m: typer.echo(m, err=True))
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     clips = labels = None
@@ -118,6 +123,22 @@ def export_cmd(
                                    clip_labels=labels, tolerance=tolerance, log=lambda m: typer.echo(m, err=True))
     except exporter.ExportError as exc:
         fail(str(exc))
+
+
+def _branch_weights(text: str) -> str | dict | None:
+    """--branch-weights: None for 'default', 'loo', or {branch: weight} from 'speech=2,voice=0.5'."""
+    if text in ("default", ""):
+        return None
+    if text == "loo":
+        return "loo"
+    try:
+        pairs = [p.split("=") for p in text.split(",")]
+        weights = {k.strip(): float(v) for k, v in pairs}
+    except ValueError:
+        fail(f"--branch-weights must be 'default', 'loo' or like 'speech=2,voice=0.5', got {text!r}")
+    if not all(w > 0 for w in weights.values()):
+        fail(f"branch weights must be positive, got {text!r}")
+    return weights
 
 
 def info_cmd(bundle: Path = typer.Argument(..., help="Bundle folder or zip.")) -> None:
