@@ -12,7 +12,7 @@ session; per-class last accuracy for the "no non-speech class loses more than 1 
 Variants (``--variants``, comma-separated):
   aisfx              aisfx alone (the single-branch bundle)
   w=S,V              fixed weights: speech S, voice V (aisfx 1); 0 drops the branch
-  loo-cal            weights from the grid (--grid) chosen by the leave-one-clip-out rule (runtime/gamma.py, mse at
+  loo-cal            weights from the grid (branches.WEIGHT_GRID) chosen by the leave-one-clip-out rule (runtime/gamma.py, mse at
                      its best gamma) on the default calibration audio: what `edge-pace export` can do by itself
   loo-train          the same rule on the benchmark's own training clips (an export calibrated with --audio on
                      the user's clips); never on test clips
@@ -23,7 +23,6 @@ Variants (``--variants``, comma-separated):
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import time
 from pathlib import Path
@@ -38,7 +37,6 @@ from edge_pace.runtime.analytic import AnalyticClassifier
 from edge_pace.runtime.gamma import AutoGamma, select_gamma
 
 NAMES = ("aisfx", "speech", "voice")
-GRID = (0.25, 0.35, 0.5, 0.71, 1.0)
 SPEECH_CLASSES = ("voice_es", "voice_fr", "voice_it")  # the real benchmark's speech classes
 
 
@@ -71,14 +69,22 @@ def loo_mse(Z: np.ndarray, labels, groups) -> tuple[float, float]:
     return float(found.mse[i]), float(found.gamma)
 
 
-def choose(feats, rms, labels, groups, dim: int, grid=GRID) -> tuple[dict[str, float], list]:
-    table = []
-    for s, v in itertools.product(grid, grid):
-        w = {"aisfx": 1.0, "speech": s, "voice": v}
-        mse, _ = loo_mse(project(features(feats, rms, w), dim, 0), labels, groups)
-        table.append((mse, w))
-    best = min(table, key=lambda r: r[0])
-    return best[1], [{"weights": w, "loo_mse": m} for m, w in table]
+def choose(feats, rms, labels, groups, dim: int, grid=None) -> tuple[dict[str, float], list]:
+    """The export's rule (edge_pace/backbones/branches.py choose_weights, grid WEIGHT_GRID) on these clips."""
+    from edge_pace.backbones.branches import WEIGHT_GRID, choose_weights
+
+    class _Names:  # what choose_weights reads of the model: names, dims, slices
+        names = list(NAMES)
+        dims = [feats[b].shape[1] for b in NAMES]
+        embed_dim = sum(dims)
+
+        def slices(self):
+            starts = np.cumsum([0, *self.dims])
+            return {b: slice(int(starts[i]), int(starts[i + 1])) for i, b in enumerate(NAMES)}
+
+    F = np.concatenate([feats[b] for b in NAMES], 1)
+    w, table = choose_weights(_Names(), F, labels, groups, dim, 0, grid or WEIGHT_GRID)
+    return w, table
 
 
 def parse_variant(v: str) -> dict[str, float] | str:

@@ -11,7 +11,10 @@ that distance is below a threshold (its README's example: 0.1).
 edge-pace: the multi-branch bundle's features (aisfx + speech + voice, branch weights as shipped:
 edge_pace/backbones/branches.py DEFAULT_WEIGHTS; benchmarks/branch_features.py computes them as the exported
 graph does), the random projection (D = --dim) and the device's analytic classifier with its automatic gamma
-(prior from the calibration audio); the score is the top ridge score. Also aisfx alone (the default bundle).
+(prior from the calibration audio); the score is the top ridge score. Three bundles: aisfx + speech + voice with
+the default weights, the words bundle aisfx + speech with the weights `edge-pace export --branch-weights loo`
+picks on spoken words (the leave-one-clip-out rule on the default calibration set's keyword clips: other words'
+clips, voices and seed than the benchmark's; measured: speech 8), and aisfx alone (the default bundle).
 
 Protocol, per draw (--draws seeds): on the synthetic keywords benchmark, --enrol of the 20 words are enrolled from
 K train clips each (K = 1, 3, 5; clips drawn at random); test clips of the enrolled words give accuracy (top-1
@@ -232,6 +235,8 @@ def main(argv=None) -> int:
     ap.add_argument("--enrol", type=int, default=10, help="keywords enrolled per draw (of 20)")
     ap.add_argument("--dim", type=int, default=2048)
     ap.add_argument("--reps", type=int, default=30, help="latency repetitions (0: none)")
+    ap.add_argument("--weights", default="", help="extra edge-pace branch weights to compare: 'S,V;A,S,V' "
+                    "(aisfx, speech, voice; 0 drops a branch)")
     ap.add_argument("--json", type=Path, default=Path("out/wake_peer.json"))
     args = ap.parse_args(argv)
     import soxr
@@ -247,6 +252,21 @@ def main(argv=None) -> int:
     cal_labels, cal_groups, cal = calibration_features(emb)
     rms = rms_of(cal)
     setups = {"aisfx+speech+voice": dict(DEFAULT_WEIGHTS), "aisfx": {"aisfx": 1.0}}
+    # the words bundle: aisfx+speech with the weight `export --branch-weights loo` picks on spoken words (the
+    # default calibration set's keyword clips: other clips, voices and seed than the benchmark's)
+    from edge_pace import backbones
+    from edge_pace.backbones.branches import choose_weights
+
+    words_model = backbones.load("aisfx+speech")[0]
+    idx = [i for i, lab in enumerate(cal_labels) if lab.startswith("keywords:")]
+    ww, _ = choose_weights(words_model, np.concatenate([cal["aisfx"][idx], cal["speech"][idx]], 1),
+                           [cal_labels[i] for i in idx], list(range(len(idx))), args.dim, 0)
+    setups["aisfx+speech"] = {**ww, "voice": 0.0}
+    log(f"words bundle (aisfx+speech): LOO weights on {len(idx)} calibration word clips: {ww}")
+    for w in [x for x in args.weights.split(";") if x]:  # S,V or A,S,V (0 drops a branch)
+        vals = [float(v) for v in w.split(",")]
+        a, sp, vo = vals if len(vals) == 3 else [1.0, *vals]
+        setups[f"edge-pace w={a:g},{sp:g},{vo:g}"] = {"aisfx": a, "speech": sp, "voice": vo}
     priors = {m: loo_mse(project(features(cal, rms, w), args.dim, 0), cal_labels, cal_groups)[1] for m, w in setups.items()}
     lw = LocalWake()
     results = {"dim": args.dim, "draws": args.draws, "enrol": args.enrol, "weights": setups, "priors": priors,
@@ -278,17 +298,16 @@ def main(argv=None) -> int:
     results["tasks"]["voices"] = run_task("voices", rc, list(VOICES), nonspeech_of(rc), Zr, priors, rfr, KS,
                                           args.draws, len(VOICES), log)
     if args.reps:
-        proj = {}
-        for m, w in setups.items():
-            from edge_pace.backbones.branches import MultiBranch, branch_stats
-            from edge_pace import backbones
+        from edge_pace import backbones
+        from edge_pace.backbones.branches import branch_stats
 
+        proj = {}
+        for m in ("aisfx+speech+voice", "aisfx+speech", "aisfx"):
             model = backbones.load(m)[0]
-            Fcal = np.concatenate([cal[n] for n in (model.names if isinstance(model, MultiBranch) else ["aisfx"])], 1)
-            if isinstance(model, MultiBranch):
-                mean, scale = branch_stats(model, Fcal, w)
-            else:
-                mean, scale = np.zeros(Fcal.shape[1], np.float32), np.full(Fcal.shape[1], rms["aisfx"], np.float32)
+            names = getattr(model, "names", ["aisfx"])
+            Fcal = np.concatenate([cal[n] for n in names], 1)
+            mean, scale = (branch_stats(model, Fcal, setups[m]) if len(names) > 1 else
+                           (np.zeros(Fcal.shape[1], np.float32), np.full(Fcal.shape[1], rms["aisfx"], np.float32)))
             proj[m] = RandomProjection(Fcal.shape[1], args.dim, 0, mean, scale)
         results["latency_ms"] = latency(args.reps, args.dim, proj, 5, args.enrol, log)
     args.json.parent.mkdir(parents=True, exist_ok=True)
