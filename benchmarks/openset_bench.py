@@ -154,13 +154,14 @@ def run(name: str, clips, e: np.ndarray, proj: RandomProjection, draws: int, hel
         out.setdefault("device/auroc", []).append(auroc(dk, du))
         import edge_pace.runtime.openset as OS
 
+        default_prior = OS.PRIOR_CLIPS
         for prior in (5, 50, 10**9):
             OS.PRIOR_CLIPS = prior
-            for q in (0.01, 0.025, 0.05, 0.1):
+            for q in (0.01, 0.02, 0.025, 0.03, 0.05, 0.1):
                 th = model.thresholds(q)
                 out.setdefault(f"device{prior}@{q}/miss", []).append(float(np.mean(dk < np.array([th[c] for c in ck]))))
                 out.setdefault(f"device{prior}@{q}/far", []).append(float(np.mean(du >= np.array([th[c] for c in cu]))))
-        OS.PRIOR_CLIPS = 5
+        OS.PRIOR_CLIPS = default_prior
         acc = float(np.mean(np.array(clf.predict(z[te_k])) == labels[te_k]))
         out.setdefault("accuracy", []).append(acc)
         for s in sk:
@@ -201,7 +202,8 @@ def main(argv=None) -> int:
         for prior in (5, 50, 10**9):
             print(f"  device (prior {prior}) AUROC {res['device/auroc'][0]:.3f}±{res['device/auroc'][1]:.3f}  " + "  ".join(
                 f"target {q * 100:g}%: miss {res[f'device{prior}@{q}/miss'][0] * 100:.1f} "
-                f"FAR {res[f'device{prior}@{q}/far'][0] * 100:.1f}" for q in (0.01, 0.025, 0.05, 0.1)), flush=True)
+                f"FAR {res[f'device{prior}@{q}/far'][0] * 100:.1f}" for q in (0.01, 0.02, 0.025, 0.03, 0.05, 0.1)),
+                flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1))
     return 0

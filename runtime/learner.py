@@ -59,6 +59,7 @@ from edge_pace.runtime.embedder import DEFAULT_THREADS, EmbedderError, OnnxEmbed
 from edge_pace.runtime.features import FeaturePath, Gate
 from edge_pace.runtime.state import StateError, atomic_write_bytes, read_state, state_to_bytes
 from edge_pace.runtime.analytic import BACKGROUND
+from edge_pace.runtime.openset import edge_padded
 from edge_pace.runtime.unknown import DEFAULT_QUANTILE, DEFAULT_TEMPERATURE, OPENSET_MIN_CLIPS, UNKNOWN, Scores, Snapshot, UnknownRule  # noqa: E501
 
 log = logging.getLogger("edge_pace.runtime")
@@ -92,9 +93,7 @@ class Learner:
                  temperature: float = DEFAULT_TEMPERATURE, gate_dbfs: float | None = DEFAULT_GATE_DBFS,
                  max_clip_seconds: float | None = DEFAULT_MAX_CLIP_SECONDS, gamma: float | str = "auto",
                  gamma_rule: AutoGamma | None = None, openset_min_clips: float = OPENSET_MIN_CLIPS) -> None:
-        self.embedder = embedder
-        self.manifest = manifest
-        self.bundle_path = bundle_path
+        self.embedder, self.manifest, self.bundle_path = embedder, manifest, bundle_path
         self.state_path = Path(state_path)
         self.state_origin = state_origin
         self.sample_rate = int(manifest["sample_rate"])
@@ -238,8 +237,9 @@ class Learner:
         """Features z [n_windows, D] (float32) of every window of a clip (no level gate)."""
         return self.feature_path.embed(self._audio(audio, sample_rate, "audio"))
 
-    def _learn_features(self, audio, sample_rate, name: str) -> np.ndarray:
-        f = self.feature_path.clip(self._audio(audio, sample_rate, name), self.gate())
+    def _learn_features(self, audio, sample_rate, name: str, background: bool = False) -> np.ndarray:
+        mono = self._audio(audio, sample_rate, name)  # background: edges padded (runtime/openset.py edge_padded)
+        f = self.feature_path.clip(edge_padded(mono, self.window) if background else mono, self.gate())
         if f.z is None:
             raise AudioError(f"{name}: every window is below the level gate ({f.top_dbfs:.1f} dBFS < gate_dbfs "
                              f"{self.gate_dbfs} dBFS); nothing was learned. Use louder audio or a lower gate_dbfs "
@@ -251,7 +251,7 @@ class Learner:
         """Learn one clip (array with ``sample_rate``, or a file path) under ``label`` (new labels = new classes).
         Each active window of the clip is one example; together they are one group (clip)."""
         label = check_label(label)
-        z = self._learn_features(audio, sample_rate, "audio")
+        z = self._learn_features(audio, sample_rate, "audio", label == BACKGROUND)
         with self._lock:
             self._clf.learn(z, label, groups=np.zeros(len(z), np.int64))
             self._guard_drift(len(z))
@@ -288,7 +288,7 @@ class Learner:
         Z, Y, G = [], [], []
         for i, (a, lb) in enumerate(zip(items, labels)):
             name = str(a) if isinstance(a, (str, os.PathLike)) else f"audios[{i}]"
-            z = self._learn_features(a, sample_rate, name)
+            z = self._learn_features(a, sample_rate, name, lb == BACKGROUND)
             Z.append(z)
             Y += [lb] * len(z)
             G += [int(groups[i])] * len(z)

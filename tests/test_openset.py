@@ -86,3 +86,60 @@ def test_cli_background_enrolment_and_sensitivity(bundle_copy, real_sounds, tmp_
     assert r.returncode == 0 and "forgot the background" in r.stdout, r.stderr[-2000:]
     r = cli("forget", bundle_copy)
     assert r.returncode == 2 and "--background" in r.stderr
+
+
+def test_leverage_ignores_background_rows_exactly():
+    """Background rows lower the class scores near them (all-zero targets) but must not make those windows look
+    enrolled: the open-set leverage equals the one of a classifier that never saw the background (Woodbury), and
+    the rule stays exact through pending low-rank factors (R = R_base - P^T P)."""
+    from edge_pace.runtime.analytic import AnalyticClassifier
+    from edge_pace.runtime.openset import calibrate, leverage
+
+    rng = np.random.default_rng(3)
+    D = 24
+    Z = np.abs(rng.standard_normal((60, D)))
+    labels = [f"c{i % 3}" for i in range(60)]
+    bg = np.abs(rng.standard_normal((9, D))) + 1.0
+    plain = AnalyticClassifier(D, 2.0).learn(Z, labels)
+    withbg = AnalyticClassifier(D, 2.0).learn(Z, labels).learn(bg, BACKGROUND)
+    R, P = withbg.factors()
+    assert len(P)  # pending factors: the rule must fold them in
+    model = calibrate(R, withbg.W, withbg.classes, withbg.features, withbg.groups, P)
+    probe = np.vstack([bg, np.abs(rng.standard_normal((5, D)))])
+    want = leverage(probe, plain.R)
+    assert np.abs(model.leverage(probe, R, P) - want).max() <= 1e-9 * want.max()
+    assert (leverage(probe[:9], withbg.R) < want[:9] - 1e-3).all()  # what the correction undoes
+    ref = calibrate(plain.R, plain.W, plain.classes, plain.features, plain.groups)
+    assert model.norm[4:] == pytest.approx(ref.norm[4:], rel=1e-9)  # held-out leverages: the classes' alone
+
+
+def test_background_audio_is_learned_as_a_stream_meets_it(runtime_bundle, real_sounds):
+    """Background clips are learned edge-padded (windows with only their start or end, as a stream holds them),
+    and a stream of the background sound with silence between repeats gives no event at all."""
+    from edge_pace.runtime.openset import edge_padded
+
+    lrn = _learner(runtime_bundle, real_sounds)
+    noise = real_sounds["noise"][0]
+    lrn.learn(noise, BACKGROUND, sample_rate=SR)
+    mono = lrn.feature_path.audio(noise, SR)
+    assert len(np.vstack(lrn.classifier.features[BACKGROUND])) == len(lrn.feature_path.windows(
+        edge_padded(mono, lrn.window))) > len(lrn.feature_path.windows(mono))
+    gap = np.zeros(SR, np.float32)
+    events = lrn.stream(SR).feed(np.concatenate([noise, gap, noise[: SR // 2], gap, noise[SR // 4 :], gap]))
+    assert events == []
+    assert all(lrn.predict_proba(real_sounds[c][4], SR).label == c for c in ("sine", "square", "pluck"))
+
+
+def test_default_sensitivity_sits_between_lenient_and_strict_settings(runtime_bundle, real_sounds):
+    from edge_pace.runtime.openset import DEFAULT_MISS
+
+    lrn = _learner(runtime_bundle, real_sounds)
+    default = lrn.thresholds()
+    lrn.unknown_quantile = DEFAULT_MISS
+    assert lrn.thresholds() == default
+    for lo_q, hi_q in ((0.001, DEFAULT_MISS), (DEFAULT_MISS, 0.5)):
+        lrn.unknown_quantile = lo_q
+        lo = lrn.thresholds()
+        lrn.unknown_quantile = hi_q
+        hi = lrn.thresholds()
+        assert all(lo[c] < hi[c] for c in lo)
