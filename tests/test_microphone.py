@@ -369,4 +369,6 @@ def test_listener_enrols_background_sounds_as_rows_to_ignore(runtime_bundle, ses
     for i in range(0, len(audio), 4000):
         li.feed(audio[i : i + 4000])
     assert learner.classes == ["knock"] and BACKGROUND not in learner.counts
-    assert sum(len(f) for f in learner.classifier.features[BACKGROUND]) == 9  # 3 shots x 3 windows
+    # 3 shots x 3 windows, each learned edge-padded (runtime/openset.py edge_padded: up to 3 windows, the
+    # silent-edged ones may fall under the level gate)
+    assert 9 < sum(len(f) for f in learner.classifier.features[BACKGROUND]) <= 27

@@ -121,7 +121,7 @@ def predict_cmd(
     no_unknown: bool = typer.Option(False, "--no-unknown", help="Turn the unknown rule off (always the top class)."),
     miss: Optional[float] = typer.Option(None, "--miss", min=0.0, max=1.0, help="Sensitivity of the unknown rule: "
                                          "the target fraction of genuine sounds called unknown (higher = fewer false "
-                                         "accepts; default 0.01 with 10+ clips per class, else 0.05)."),
+                                         "accepts; default 0.025 with 10+ clips per class, else 0.05)."),
     top: int = typer.Option(3, min=1, help="Classes shown per file in the table."),
 ) -> None:
     """Classify FILES with the bundle's learned classes: label ("unknown" when rejected), ridge score, probabilities.
