@@ -7,7 +7,10 @@ train clips (frozen aisfx features, D = 2048, automatic gamma). Known = test cli
 test clips of the held-out ones. Per variant and target miss rate q: realised miss rate (known clips whose score
 is under their predicted class's threshold) and false-accept rate (unknown clips at or over it). ``--background``
 also enrols 30 train clips of the held-out classes as BACKGROUND (what a user would record to ignore) and
-measures the false accepts again (the clip-level twin of benchmarks/openset_stream.py).
+measures the false accepts again (the clip-level twin of benchmarks/openset_stream.py; here the leverage keeps the
+background rows and background clips are not edge-padded, unlike the device: the background figures compare the
+background test's margins, the device's own background figures are openset_stream.py's).
+Results (README "Unknown sounds"): rules were chosen on seeds 100-139 and reported on seeds 0-4.
 
     .venv/bin/python benchmarks/openset_variants.py --benchmarks real --draws 20 --first 100
 """
