@@ -44,9 +44,37 @@ def rms_of(feats: dict[str, np.ndarray]) -> dict[str, float]:
     return {b: max(float(np.sqrt(np.mean(feats[b].astype(np.float64) ** 2))), 1e-6) for b in feats}
 
 
-def features(feats: dict[str, np.ndarray], rms: dict[str, float], weights: dict[str, float]) -> np.ndarray:
-    """Concatenated branches, each divided by rms_b / w_b (what the projection's scale vector does)."""
-    return np.concatenate([feats[b] * (weights[b] / rms[b]) for b in NAMES if weights.get(b, 0) > 0], 1)
+_DIMS: dict[str, tuple[np.ndarray, np.ndarray]] | None = None  # speech/voice z-score statistics ("dims" conditioning)
+_STATS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def set_conditioning(cal: dict[str, np.ndarray], mode: str) -> None:
+    """The speech and voice branches' conditioning (edge_pace/backbones/branches.py ``branch_stats``): "dims" =
+    z-scored per dimension on the calibration audio and divided by sqrt(dim); "scalar" = divided by their RMS."""
+    global _DIMS, _STATS
+    from edge_pace.method.projection import embedding_stats
+
+    _STATS = {}
+    for b in NAMES[1:]:
+        m, sd = embedding_stats(cal[b], "dims")
+        _STATS[b] = (m, sd * np.float32(np.sqrt(cal[b].shape[1])))
+    _DIMS = _STATS if mode == "dims" else None
+
+
+def features(feats: dict[str, np.ndarray], rms: dict[str, float], weights: dict[str, float],
+             conditioning: str | None = None) -> np.ndarray:
+    """Concatenated branches as the projection's mean and scale vectors condition them, times w_b
+    (``conditioning`` of the speech and voice branches: the run's by default)."""
+    out = []
+    dims = _DIMS if conditioning is None else (_STATS if conditioning == "dims" else None)
+    for b in NAMES:
+        if weights.get(b, 0) <= 0:
+            continue
+        if dims is not None and b in dims:
+            out.append((feats[b] - dims[b][0]) / dims[b][1] * weights[b])
+        else:
+            out.append(feats[b] * (weights[b] / rms[b]))
+    return np.concatenate(out, 1)
 
 
 def project(F: np.ndarray, dim: int, seed: int) -> np.ndarray:
@@ -73,8 +101,9 @@ def choose(feats, rms, labels, groups, dim: int, grid=None) -> tuple[dict[str, f
     """The export's rule (edge_pace/backbones/branches.py choose_weights, grid WEIGHT_GRID) on these clips."""
     from edge_pace.backbones.branches import WEIGHT_GRID, choose_weights
 
-    class _Names:  # what choose_weights reads of the model: names, dims, slices
+    class _Names:  # what choose_weights reads of the model: names, dims, slices, conditioning
         names = list(NAMES)
+        conditioning = "dims" if _DIMS is not None else "scalar"
         dims = [feats[b].shape[1] for b in NAMES]
         embed_dim = sum(dims)
 
@@ -83,7 +112,8 @@ def choose(feats, rms, labels, groups, dim: int, grid=None) -> tuple[dict[str, f
             return {b: slice(int(starts[i]), int(starts[i + 1])) for i, b in enumerate(NAMES)}
 
     F = np.concatenate([feats[b] for b in NAMES], 1)
-    w, table = choose_weights(_Names(), F, labels, groups, dim, 0, grid or WEIGHT_GRID)
+    w, table, _ = choose_weights(_Names(), F, labels, groups, dim, 0, grid or WEIGHT_GRID,
+                                 (_Names.conditioning,))  # the run's conditioning (--conditioning)
     return w, table
 
 
@@ -124,6 +154,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=3, help="projection seeds")
     ap.add_argument("--orders", type=int, default=3, help="class orders")
     ap.add_argument("--dim", type=int, default=2048)
+    ap.add_argument("--conditioning", choices=("dims", "scalar"), default="dims",
+                    help="of the speech and voice branches (aisfx: scalar)")
     ap.add_argument("--json", type=Path, default=Path("out/branch_weights.json"))
     args = ap.parse_args(argv)
     import torch
@@ -133,6 +165,7 @@ def main(argv=None) -> int:
     emb = BranchEmbedder()
     cal_labels, cal_groups, cal = calibration_features(emb)
     rms = rms_of(cal)
+    set_conditioning(cal, args.conditioning)
     variants = {}
     for v in _split(args.variants):
         variants[v] = parse_variant(v)
@@ -140,7 +173,8 @@ def main(argv=None) -> int:
         w, table = choose(cal, rms, cal_labels, cal_groups, args.dim)
         variants["loo-cal"] = w
         print(f"loo-cal weights {w} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    results = {"dim": args.dim, "seeds": args.seeds, "orders": args.orders, "rms": rms, "benchmarks": {}}
+    results = {"dim": args.dim, "seeds": args.seeds, "orders": args.orders, "rms": rms,
+               "conditioning": args.conditioning, "benchmarks": {}}
     for name in _split(args.benchmarks):
         kind, _ = kind_root(name, args.data)
         clips, _, feats = benchmark_features(name, args.data, emb)

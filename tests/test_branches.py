@@ -112,22 +112,32 @@ def test_each_branch_matches_its_model_on_resampled_audio(combo):
     assert model.names == ["aisfx", "speech", "voice"] and len(model.blocks) == len(aisfx.blocks)
 
 
-def test_branch_conditioning_divides_each_branch_by_its_rms_over_its_weight(combo):
+def test_branch_conditioning_scales_each_branch_by_its_weight(combo):
     model, _ = combo
     rng = np.random.default_rng(0)
-    emb = np.concatenate([rng.normal(0, s, (20, d)) for s, d in zip((1.0, 20.0, 0.05), model.dims)], 1)
-    mean, scale = branch_stats(model, emb, {"aisfx": 1.0, "speech": 0.5, "voice": 2.0})
-    assert not mean.any()
+    emb = np.concatenate([rng.normal(m, s, (50, d)) for m, s, d in zip((0.0, 5.0, 0.1), (1.0, 20.0, 0.05), model.dims)], 1)
+    w = {"aisfx": 1.0, "speech": 0.5, "voice": 2.0}
     sl = model.slices()
-    for name, w, s in (("aisfx", 1.0, 1.0), ("speech", 0.5, 20.0), ("voice", 2.0, 0.05)):
-        assert np.allclose(scale[sl[name]], s / w, rtol=0.1), name
+    mean, scale = branch_stats(model, emb, w, others="scalar")  # every branch divided by its RMS / weight
+    assert not mean.any()
+    for name in model.names:
+        rms = np.sqrt(np.mean(emb[:, sl[name]] ** 2))
+        assert np.allclose(scale[sl[name]], rms / w[name], rtol=1e-4), name
+    mean, scale = branch_stats(model, emb, w)  # default: the first by RMS, the others z-scored / sqrt(dim)
+    assert model.conditioning == "dims" and not mean[sl["aisfx"]].any()
+    for name in ("speech", "voice"):
+        x = emb[:, sl[name]]
+        np.testing.assert_allclose(mean[sl[name]], x.mean(0), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(scale[sl[name]], x.std(0) * np.sqrt(x.shape[1]) / w[name], rtol=1e-3)
+        z = (x - mean[sl[name]]) / scale[sl[name]]
+        assert abs(np.sum(z**2, 1).mean() - w[name] ** 2) < 0.05 * w[name] ** 2  # energy w^2 whatever the size
 
 
 def test_branch_weights_by_leave_one_clip_out_favour_the_informative_branch(combo):
     from edge_pace.backbones.branches import set_weights
 
     model, _ = combo
-    saved = dict(model.weights)
+    saved, saved_cond = dict(model.weights), model.conditioning
     rng = np.random.default_rng(1)
     labels = [f"c{i % 4}" for i in range(40)]
     centres = rng.normal(0, 1, (4, model.dims[1]))
@@ -138,15 +148,16 @@ def test_branch_weights_by_leave_one_clip_out_favour_the_informative_branch(comb
         done = set_weights(model, "loo", emb, labels, list(range(40)), 128, 0)
         from edge_pace.backbones.branches import WEIGHT_GRID
 
-        assert done["rule"] == "leave-one-clip-out" and len(done["search"]) == len(WEIGHT_GRID) ** 2
-        assert model.weights["speech"] >= 4.0 and model.weights["voice"] <= 0.5, model.weights
+        assert done["rule"] == "leave-one-clip-out" and len(done["search"]) == 2 * len(WEIGHT_GRID) ** 2
+        assert done["conditioning"] in ("dims", "scalar") and model.conditioning == done["conditioning"]
+        assert model.weights["speech"] == max(WEIGHT_GRID) > model.weights["voice"], model.weights
         assert set_weights(model, {"voice": 2.0}, emb, None, None, 128, 0)["weights"]["voice"] == 2.0
         with pytest.raises(ValueError, match="branches"):
             set_weights(model, {"nope": 1.0}, emb, None, None, 128, 0)
         with pytest.raises(ValueError, match="labelled"):
             set_weights(model, "loo", emb, None, None, 128, 0)
     finally:
-        model.weights = saved
+        model.weights, model.conditioning = saved, saved_cond
 
 
 @pytest.fixture(scope="module")
@@ -178,11 +189,12 @@ def test_multi_branch_export_lists_branches_with_parity_cost_and_licences(combo_
         assert b["cpu_ms_per_second"] > 0 and b["licence"] and b["credit"] and b["weight"] > 0 and b["rms"] > 0
     assert br["aisfx"]["resampling"] is None and "44100 -> 16000" in br["speech"]["resampling"]
     assert br["voice"]["dims"] == [704, 960]
-    # the projection's scale holds rms_b / w_b per branch
-    scale = np.asarray(m["projection"]["scale"])
-    for name, b in br.items():
-        lo, hi = b["dims"]
-        assert np.allclose(scale[lo:hi], b["rms"] / b["weight"], rtol=1e-5)
+    # the projection's statistics: aisfx by its RMS (scale rms / weight, mean 0), the others z-scored per dimension
+    scale, mean = np.asarray(m["projection"]["scale"]), np.asarray(m["projection"]["mean"])
+    lo, hi = br["aisfx"]["dims"]
+    assert np.allclose(scale[lo:hi], br["aisfx"]["rms"] / br["aisfx"]["weight"], rtol=1e-5) and not mean[lo:hi].any()
+    assert br["speech"]["conditioning"] == br["voice"]["conditioning"] == "dims"
+    assert np.abs(mean[512:]).max() > 0
 
 
 DEVICE = '''

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+DEFAULT_CONDITIONING = "dims"  # the non-first branches: z-scored per dimension (``branch_stats``), measured below
 # per-branch weight after per-branch RMS conditioning, measured (README "Words and voices";
 # benchmarks/branch_weights.py, D = 2048, 3 projection seeds x 2 class orders): of (speech, voice) = (1, 1), (1, 0.5),
 # (2, 0.5), (2, 1) and the calibration set's leave-one-clip-out choice, (1, 0.5) had the best mean last accuracy over
@@ -117,6 +118,7 @@ class MultiBranch(nn.Module):
         self.embed_dim = sum(self.dims)
         self.min_samples = max(b.min_samples for b in self.branches)
         self.weights = {n: float((weights or DEFAULT_WEIGHTS).get(n, 1.0)) for n in self.names}
+        self.conditioning = DEFAULT_CONDITIONING
 
     @classmethod
     def from_parts(cls, parts: Sequence[str], weights: str | None = None, pretrained: bool = True) -> "MultiBranch":
@@ -152,12 +154,13 @@ class MultiBranch(nn.Module):
         return out
 
     def architecture(self) -> dict:
-        return {"parts": list(self.names), "weights": dict(self.weights)}
+        return {"parts": list(self.names), "weights": dict(self.weights), "conditioning": self.conditioning}
 
     @classmethod
     def from_architecture(cls, arch: dict) -> "MultiBranch":
         model = cls.from_parts(arch["parts"], pretrained=False)
         model.weights = {n: float(arch.get("weights", {}).get(n, 1.0)) for n in model.names}
+        model.conditioning = arch.get("conditioning", DEFAULT_CONDITIONING)
         return model
 
     def check_input(self, wave: torch.Tensor) -> torch.Tensor:
@@ -174,18 +177,24 @@ def branch_rms(model: MultiBranch, emb: np.ndarray) -> dict[str, float]:
     return {n: max(float(np.sqrt(np.mean(emb[:, s] ** 2))), 1e-6) for n, s in model.slices().items()}
 
 
-def branch_stats(model: MultiBranch, emb: np.ndarray, weights: dict[str, float] | None = None, mode: str = "scalar"
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, scale) for RandomProjection, per branch: the conditioning ``mode`` of edge_pace/method/projection.py
-    ("scalar": zeros and the branch's RMS; "dims": per-dimension mean and deviation) computed on each branch alone,
-    the scale divided by the branch's weight (``weights``, default: the model's)."""
+def branch_stats(model: MultiBranch, emb: np.ndarray, weights: dict[str, float] | None = None, mode: str = "scalar",
+                 others: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, scale) for RandomProjection, per branch, each scale divided by the branch's weight (``weights``,
+    default: the model's). The first branch gets the conditioning ``mode`` of edge_pace/method/projection.py
+    ("scalar": zeros and its RMS, so its energy is its dimension d_1; "dims": per-dimension z-scores); the others
+    ``others`` (default: ``model.conditioning``): "dims" = per-dimension z-scores divided by sqrt(d_b), so a
+    branch of weight w adds energy w^2 whatever its size; "scalar" = divided by its RMS (energy d_b w^2)."""
     from edge_pace.method.projection import embedding_stats
 
     weights = model.weights if weights is None else weights
+    others = getattr(model, "conditioning", DEFAULT_CONDITIONING) if others is None else others
     emb = np.asarray(emb, dtype=np.float64)
     means, scales = [], []
-    for n, s in model.slices().items():
-        m, sc = embedding_stats(emb[:, s], mode)
+    for i, (n, s) in enumerate(model.slices().items()):
+        rule = mode if i == 0 else others
+        m, sc = embedding_stats(emb[:, s], rule)
+        if i > 0 and rule == "dims":
+            sc = sc * np.float32(np.sqrt(s.stop - s.start))
         means.append(m)
         scales.append(sc / np.float32(weights.get(n, 1.0)))
     return np.concatenate(means).astype(np.float32), np.concatenate(scales).astype(np.float32)
@@ -195,26 +204,29 @@ WEIGHT_GRID = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # candidate weights of each non-f
 
 
 def choose_weights(model: MultiBranch, emb: np.ndarray, labels, groups, dim: int = 2048, seed: int = 0,
-                   grid: Sequence[float] = WEIGHT_GRID) -> tuple[dict[str, float], list[dict]]:
-    """Branch weights by the device's own rule: for every combination of candidate weights (the first branch
-    fixed at 1), the leave-one-clip-out squared error at its best gamma (runtime/gamma.py ``select_gamma``) of
-    the random-projection features on labelled clips ``emb`` [n, embed_dim]; the least wins. Returns the weights
-    and the table of every candidate."""
+                   grid: Sequence[float] = WEIGHT_GRID, conditionings: Sequence[str] = ("dims", "scalar")
+                   ) -> tuple[dict[str, float], list[dict], str]:
+    """Branch weights by the device's own rule: for every conditioning of the non-first branches
+    (``branch_stats``'s ``others``) and every combination of candidate weights (the first branch fixed at 1), the
+    leave-one-clip-out squared error at its best gamma (runtime/gamma.py ``select_gamma``) of the
+    random-projection features on labelled clips ``emb`` [n, embed_dim]; the least wins. Returns the weights, the
+    table of every candidate and the conditioning."""
     import itertools
 
     from edge_pace.method.projection import RandomProjection
     from edge_pace.runtime.gamma import select_gamma
 
     table = []
-    for ws in itertools.product(grid, repeat=len(model.names) - 1):
+    for cond, ws in itertools.product(conditionings, itertools.product(grid, repeat=len(model.names) - 1)):
         weights = {model.names[0]: 1.0, **dict(zip(model.names[1:], map(float, ws)))}
-        mean, scale = branch_stats(model, emb, weights)
+        mean, scale = branch_stats(model, emb, weights, others=cond)
         z = RandomProjection(model.embed_dim, dim, seed, mean, scale).numpy(emb)
         found = select_gamma(z, labels, groups)
         i = int(np.argmin(found.mse))
-        table.append({"weights": weights, "loo_mse": float(found.mse[i]), "loo_accuracy": float(found.accuracy[i])})
+        table.append({"conditioning": cond, "weights": weights, "loo_mse": float(found.mse[i]),
+                      "loo_accuracy": float(found.accuracy[i])})
     best = min(table, key=lambda r: r["loo_mse"])
-    return dict(best["weights"]), table
+    return dict(best["weights"]), table, best["conditioning"]
 
 
 def set_weights(model: MultiBranch, weights: str | dict[str, float], emb: np.ndarray, labels, groups, dim: int,
@@ -224,9 +236,9 @@ def set_weights(model: MultiBranch, weights: str | dict[str, float], emb: np.nda
     if weights == "loo":
         if labels is None:
             raise ValueError("branch weights 'loo' need labelled calibration clips (--audio DIR/<class>/*)")
-        model.weights, table = choose_weights(model, emb, labels, groups, dim, seed)
-        return {"rule": "leave-one-clip-out", "weights": dict(model.weights), "grid": list(WEIGHT_GRID),
-                "search": table}
+        model.weights, table, model.conditioning = choose_weights(model, emb, labels, groups, dim, seed)
+        return {"rule": "leave-one-clip-out", "weights": dict(model.weights), "conditioning": model.conditioning,
+                "grid": list(WEIGHT_GRID), "search": table}
     unknown = sorted(set(weights) - set(model.names))
     if unknown or not all(float(w) > 0 for w in weights.values()):
         raise ValueError(f"branch weights {weights}: {model.name} has the branches {model.names}, weights > 0")
@@ -234,4 +246,4 @@ def set_weights(model: MultiBranch, weights: str | dict[str, float], emb: np.nda
     return {"rule": "given", "weights": dict(model.weights)}
 
 
-__all__ = ["set_weights", "choose_weights", "WEIGHT_GRID", "MultiBranch", "Branch", "SincResample", "sinc_kernel", "branch_stats", "branch_rms", "DEFAULT_WEIGHTS"]
+__all__ = ["DEFAULT_CONDITIONING", "set_weights", "choose_weights", "WEIGHT_GRID", "MultiBranch", "Branch", "SincResample", "sinc_kernel", "branch_stats", "branch_rms", "DEFAULT_WEIGHTS"]
