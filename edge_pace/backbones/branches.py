@@ -234,19 +234,24 @@ def choose_weights(model: MultiBranch, emb: np.ndarray, labels, groups, dim: int
 
 def set_weights(model: MultiBranch, weights: str | dict[str, float], emb: np.ndarray, labels, groups, dim: int,
                 seed: int) -> dict:
-    """Set ``model.weights``: "loo" (``choose_weights`` on labelled calibration embeddings ``emb``) or an explicit
-    {branch: weight} (the others keep theirs). Returns what was done (for the manifest)."""
+    """Set ``model.weights`` (and ``model.conditioning``): "loo" (``choose_weights`` on labelled calibration
+    embeddings ``emb``) or an explicit {branch: weight, optionally "conditioning": "dims" | "scalar"} (the other
+    branches keep theirs). Returns what was done (for the manifest)."""
     if weights == "loo":
         if labels is None:
             raise ValueError("branch weights 'loo' need labelled calibration clips (--audio DIR/<class>/*)")
         model.weights, table, model.conditioning = choose_weights(model, emb, labels, groups, dim, seed)
         return {"rule": "leave-one-clip-out", "weights": dict(model.weights), "conditioning": model.conditioning,
                 "grid": list(WEIGHT_GRID), "search": table}
+    weights = dict(weights)
+    cond = weights.pop("conditioning", model.conditioning)
     unknown = sorted(set(weights) - set(model.names))
-    if unknown or not all(float(w) > 0 for w in weights.values()):
-        raise ValueError(f"branch weights {weights}: {model.name} has the branches {model.names}, weights > 0")
+    if unknown or not all(float(w) > 0 for w in weights.values()) or cond not in ("dims", "scalar"):
+        raise ValueError(f"branch weights {weights} (conditioning {cond!r}): {model.name} has the branches "
+                         f"{model.names}, weights > 0, conditioning 'dims' or 'scalar'")
     model.weights = {n: float(weights.get(n, model.weights[n])) for n in model.names}
-    return {"rule": "given", "weights": dict(model.weights)}
+    model.conditioning = cond
+    return {"rule": "given", "weights": dict(model.weights), "conditioning": cond}
 
 
 __all__ = ["DEFAULT_CONDITIONING", "set_weights", "choose_weights", "WEIGHT_GRID", "MultiBranch", "Branch", "SincResample", "sinc_kernel", "branch_stats", "branch_rms", "DEFAULT_WEIGHTS"]

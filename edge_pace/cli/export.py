@@ -81,7 +81,8 @@ def export_cmd(
     branch_weights: str = typer.Option("default", help="Branch weights of a multi-branch backbone (e.g. "
                                        "aisfx+speech+voice): 'default' (measured, README 'Words and voices'), 'loo' "
                                        "(chosen by leave-one-clip-out on the labelled --audio clips, or the default "
-                                       "calibration set) or explicit 'speech=2,voice=0.5'."),
+                                       "calibration set) or explicit 'speech=2,voice=0.5' (add ',conditioning=scalar' "
+                                       "to divide the extra branches by their RMS instead of z-scoring them)."),
 ) -> None:
     """Merge the adapters, export one ONNX embedder (waveform in, features out), verify it and write the bundle."""
     import torch
@@ -133,10 +134,11 @@ def _branch_weights(text: str) -> str | dict | None:
         return "loo"
     try:
         pairs = [p.split("=") for p in text.split(",")]
-        weights = {k.strip(): float(v) for k, v in pairs}
+        weights = {k.strip(): (v.strip() if k.strip() == "conditioning" else float(v)) for k, v in pairs}
     except ValueError:
-        fail(f"--branch-weights must be 'default', 'loo' or like 'speech=2,voice=0.5', got {text!r}")
-    if not all(w > 0 for w in weights.values()):
+        fail(f"--branch-weights must be 'default', 'loo' or like 'speech=2,voice=0.5[,conditioning=scalar]', "
+             f"got {text!r}")
+    if not all(w > 0 for k, w in weights.items() if k != "conditioning"):
         fail(f"branch weights must be positive, got {text!r}")
     return weights
 
