@@ -152,6 +152,10 @@ def test_branch_weights_by_leave_one_clip_out_favour_the_informative_branch(comb
         assert done["conditioning"] in ("dims", "scalar") and model.conditioning == done["conditioning"]
         assert model.weights["speech"] == max(WEIGHT_GRID) > model.weights["voice"], model.weights
         assert set_weights(model, {"voice": 2.0}, emb, None, None, 128, 0)["weights"]["voice"] == 2.0
+        done = set_weights(model, {"speech": 8.0, "conditioning": "scalar"}, emb, None, None, 128, 0)
+        assert done["conditioning"] == model.conditioning == "scalar" and model.weights["speech"] == 8.0
+        with pytest.raises(ValueError, match="conditioning"):
+            set_weights(model, {"conditioning": "magic"}, emb, None, None, 128, 0)
         with pytest.raises(ValueError, match="branches"):
             set_weights(model, {"nope": 1.0}, emb, None, None, 128, 0)
         with pytest.raises(ValueError, match="labelled"):
