@@ -1,5 +1,9 @@
 """aisfx alone vs aisfx + speech-embedding (+ voice encoder), measured as the device learns (issue 16).
 
+The groundwork measurement (16 kHz branches fed soxr-resampled audio, every branch divided by its RMS). The shipped
+multi-branch bundle (in-graph resampling, speech and voice z-scored, measured weights) is measured by
+benchmarks/branch_weights.py and benchmarks/wake_peer.py; README "Words and voices" has those figures.
+
 Every clip of each offline benchmark (1 s windows) is embedded once by each branch: aisfx (44.1 kHz, the
 default backbone, through FrozenEmbedder), the speech embedding (16 kHz, edge_pace/backbones/speech_embedding.py:
 [mean, max] of its 80 ms frames, 192-d) and Resemblyzer's GE2E voice encoder (16 kHz,

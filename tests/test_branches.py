@@ -225,3 +225,16 @@ def test_device_runs_the_multi_branch_bundle_without_torch(combo_bundle, tmp_pat
     got = json.loads(res.stdout.strip().splitlines()[-1])
     assert not got["torch"]
     assert np.mean([p == l for p, l in zip(got["pred"], labels)]) >= 0.75  # learned clips are recognised
+
+
+def test_branch_weights_option_parses_and_refuses():
+    import typer
+
+    from edge_pace.cli.export import _branch_weights
+
+    assert _branch_weights("default") is None and _branch_weights("loo") == "loo"
+    assert _branch_weights("speech=8,conditioning=scalar") == {"speech": 8.0, "conditioning": "scalar"}
+    assert _branch_weights("speech=2, voice=0.5") == {"speech": 2.0, "voice": 0.5}
+    for bad in ("speech=-1", "speech", "speech=x"):
+        with pytest.raises((typer.Exit, SystemExit)):
+            _branch_weights(bad)
