@@ -400,6 +400,10 @@ def describe(bundle_path: str | Path) -> str:
              f"(tolerance {m['parity']['tolerance']:g})" if m.get("parity") else "parity       -",
              f"int8         {json.dumps(m.get('quantization'))}",
              f"adaptation   {_short_adaptation(m)}"]
+    for name, b in (m.get("branches") or {}).items():
+        lines.append(f"branch       {name}: dims {b.get('dims')}, {b.get('rate')} Hz, weight {b.get('weight')}, "
+                     f"{b.get('cpu_ms_per_second')} ms per 1 s ({b.get('cost_vs_first')}x), parity max rel "
+                     f"{(b.get('parity') or {}).get('max_rel', float('nan')):.1e}, licence {b.get('licence')}")
     for name, f in m["files"].items():
         lines.append(f"file         {name:24s} {f['bytes'] / 1e6:8.2f} MB  sha256 {f['sha256'][:16]}…")
     if not bundle.is_zip:

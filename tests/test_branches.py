@@ -199,6 +199,10 @@ def test_multi_branch_export_lists_branches_with_parity_cost_and_licences(combo_
     assert np.allclose(scale[lo:hi], br["aisfx"]["rms"] / br["aisfx"]["weight"], rtol=1e-5) and not mean[lo:hi].any()
     assert br["speech"]["conditioning"] == br["voice"]["conditioning"] == "dims"
     assert np.abs(mean[512:]).max() > 0
+    from edge_pace.export.exporter import describe
+
+    text = describe(out)  # `edge-pace info` lists every branch
+    assert all(f"branch       {name}: dims {b['dims']}" in text for name, b in br.items())
 
 
 DEVICE = '''
@@ -207,7 +211,7 @@ import numpy as np
 from edge_pace.runtime import Learner
 clips = np.load(sys.argv[2])
 labels = json.loads(sys.argv[3])
-learner = Learner.load(sys.argv[1], state=sys.argv[4]) if False else Learner.load(sys.argv[1])
+learner = Learner.load(sys.argv[1])
 learner.learn_many(list(clips), labels, sample_rate=44100)
 pred = [learner.predict(c, sample_rate=44100)[0] for c in clips]
 print(json.dumps({"pred": pred, "torch": sorted(m for m in sys.modules if m.split(".")[0] == "torch")}))
