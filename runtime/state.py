@@ -1,9 +1,9 @@
 """Classifier state on disk: safetensors (no pickle), versioned, checksummed, written atomically.
 
 Layout: tensors ``R`` [D, D] float64 (omitted when it is exactly I / gamma, as in every frozen bundle: the
-file is then format version 2, 33 MB smaller at D = 2048, and R is rebuilt exactly on load), ``W`` [D, K] float64, ``features.<k>`` [n_k, D] (per class, in class
-order, when kept) and ``groups.<k>`` [n_k] int64 (the clip each stored row came from; files written before
-groups existed load with every row its own group), ``features.background``/``groups.background`` (the
+file is then format version 2, 33 MB smaller at D = 2048, and R is rebuilt exactly on load), ``W`` [D, K]
+float64, ``features.<k>`` [n_k, D] (per class, in class order, when kept) and ``groups.<k>`` [n_k] int64
+(the clip each stored row came from; files written before groups existed load with every row its own group), ``features.background``/``groups.background`` (the
 BACKGROUND rows, all-zero targets, when any); metadata (strings): format, version, classes (JSON),
 counts (JSON), gamma, dim, keep_features, n_updates, and ``sha256`` of the tensor payload so a flipped byte
 is caught; ``meta_sha256`` covers the other metadata strings, and the same digest is stored as the tensor
@@ -66,7 +66,8 @@ def to_tensors(clf: AnalyticClassifier, extra: dict[str, str] | None = None
             tensors[f"features.{k}"] = np.vstack(clf.features[c])
             if c in clf.groups:
                 tensors[f"groups.{k}"] = np.concatenate(clf.groups[c]).astype(np.int64)
-    meta = {"format": STATE_FORMAT, "version": str(STATE_VERSION_NO_R if identity else STATE_VERSION), "classes": json.dumps(clf.classes),
+    version = STATE_VERSION_NO_R if identity else STATE_VERSION
+    meta = {"format": STATE_FORMAT, "version": str(version), "classes": json.dumps(clf.classes),
             "counts": json.dumps(clf.counts), "gamma": repr(clf.gamma), "dim": str(clf.dim),
             "keep_features": json.dumps(clf.keep_features), "n_updates": str(clf.n_updates)}
     for k, v in (extra or {}).items():
