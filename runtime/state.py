@@ -1,17 +1,16 @@
 """Classifier state on disk: safetensors (no pickle), versioned, checksummed, written atomically.
 
-Layout: tensors ``R`` [D, D] float64 (omitted when it is exactly I / gamma, as in every frozen bundle: the
-file is then format version 2, 33 MB smaller at D = 2048, and R is rebuilt exactly on load), ``W`` [D, K]
-float64, ``features.<k>`` [n_k, D] (per class, in class order, when kept) and ``groups.<k>`` [n_k] int64
-(the clip each stored row came from; files written before groups existed load with every row its own group), ``features.background``/``groups.background`` (the
-BACKGROUND rows, all-zero targets, when any); metadata (strings): format, version, classes (JSON),
-counts (JSON), gamma, dim, keep_features, n_updates, and ``sha256`` of the tensor payload so a flipped byte
-is caught; ``meta_sha256`` covers the other metadata strings, and the same digest is stored as the tensor
-``meta_digest`` (uint8[32]), which the tensor checksum covers, so a flip that hides the metadata digest (e.g.
-in its key) is caught too. Files without ``meta_digest`` (older) are checked with ``meta_sha256`` when
-present and still load. Callers
-may add their own string metadata (``extra``), e.g. the device runtime ties a state to its embedder
-(``embedder_sha256``); ``read_state`` returns it.
+Layout: tensors ``R`` [D, D] float64 (omitted when it is exactly I / gamma, as in every frozen bundle: the file is
+then format version 2, 33 MB smaller at D = 2048, and R is rebuilt exactly on load), ``W`` [D, K] float64,
+``features.<k>`` [n_k, D] (per class, in class order, when kept) and ``groups.<k>`` [n_k] int64 (the clip each
+stored row came from; files written before groups existed load with every row its own group),
+``features.background``/``groups.background`` (the BACKGROUND rows, all-zero targets, when any); metadata
+(strings): format, version, classes (JSON), counts (JSON), gamma, dim, keep_features, n_updates, and ``sha256`` of
+the tensor payload so a flipped byte is caught; ``meta_sha256`` covers the other metadata strings, and the same
+digest is stored as the tensor ``meta_digest`` (uint8[32]), which the tensor checksum covers, so a flip that hides
+the metadata digest (e.g. in its key) is caught too. Files without ``meta_digest`` (older) are checked with
+``meta_sha256`` when present and still load. Callers may add their own string metadata (``extra``), e.g. the device
+runtime ties a state to its embedder (``embedder_sha256``); ``read_state`` returns it.
 
 ``state_lock``: the lock every process that reads, updates and saves a state takes (``edge-pace learn``/
 ``forget`` for one update, a live session for its whole run), so no process overwrites another's learning.
