@@ -30,11 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from branch_features import BranchEmbedder, benchmark_features, calibration_features, kind_root
-from branches_bench import run_device
+from branches_bench import per_class_last, run_device
 from edge_pace.evaluation.protocol import make_sessions, protocol_for
 from edge_pace.method.projection import RandomProjection
-from edge_pace.runtime.analytic import AnalyticClassifier
-from edge_pace.runtime.gamma import AutoGamma, select_gamma
+from edge_pace.runtime.gamma import select_gamma
 
 NAMES = ("aisfx", "speech", "voice")
 SPEECH_CLASSES = ("voice_es", "voice_fr", "voice_it")  # the real benchmark's speech classes
@@ -131,21 +130,6 @@ def parse_variant(v: str) -> dict[str, float] | str:
     raise ValueError(f"unknown variant {v!r}")
 
 
-def final_per_class(Z, sessions, idx, prior) -> dict[str, float]:
-    clf = AnalyticClassifier(Z.shape[1], prior)
-    policy = AutoGamma(prior=prior)
-    for s in sessions:
-        rows = np.array([idx[c.path] for c in s.train])
-        clf.learn(Z[rows], [c.label for c in s.train], groups=np.arange(len(rows)))
-        policy.update(clf)
-    test = sessions[-1].test
-    pred = clf.predict(Z[np.array([idx[c.path] for c in test])])
-    out: dict[str, list[bool]] = {}
-    for p, c in zip(pred, test):
-        out.setdefault(c.label, []).append(p == c.label)
-    return {k: float(np.mean(v)) for k, v in out.items()}
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("out/data"))
@@ -195,7 +179,7 @@ def main(argv=None) -> int:
                 Z = zmap(feats, seed)
                 for ss in sessions:
                     lasts.append(run_device(Z, ss, idx, prior)[-1])
-                per_class.append(final_per_class(Z, sessions[0], idx, prior))
+                per_class.append(per_class_last(Z, sessions[0], idx, prior))
             pc = {k: float(np.mean([p[k] for p in per_class])) for k in per_class[0]}
             res[vname] = {"weights": w, "prior": prior, "last": [float(np.mean(lasts)), float(np.std(lasts))],
                           "runs": lasts, "per_class": pc}
