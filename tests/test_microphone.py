@@ -116,6 +116,7 @@ def test_listener_events_do_not_depend_on_chunk_size(runtime_bundle, session):
     for chunk in (160, 7001):
         learner = Learner.load(runtime_bundle, state=False)
         li = Listener(learner, 16000, shots=3)
+        assert li.stream.hop == learner.hop and Listener(learner, 16000, hop_s=0.25).stream.hop == learner.hop // 2
         li.enrol("knock")
         li.enrol("whistle")
         events = []
@@ -193,6 +194,8 @@ def test_devices_and_listen_without_any_input_device(tmp_path, bundle):
     assert code == 2 and "one --shots for all classes or one per --learn" in err
     code, _, err = run_cli(["listen", str(bundle), "--learn", "unknown"], mic.env)
     assert code == 2 and "reserved" in err
+    code, _, err = run_cli(["listen", str(bundle), "--device", "edgemic", "--json", "--hop", "5"], mic.env)
+    assert code == 2 and "hop_s must be a number of seconds in (0, window = 1]" in err
     assert not (bundle / "state.safetensors").exists()
 
 
