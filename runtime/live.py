@@ -28,6 +28,7 @@ from pathlib import Path
 from edge_pace.runtime.audio import audio_array
 from edge_pace.runtime.enrol import Listener
 from edge_pace.runtime.learner import Learner
+from edge_pace.runtime.memory import pin_mmap_threshold
 from edge_pace.runtime.state import StateError, state_lock
 
 LOCK_WAIT = 10.0  # seconds a session waits for a state lock held by another process
@@ -65,6 +66,7 @@ class LiveSession:
                 self.notice = f"running without the state lock ({exc})"
         self.saved_version = learner.version
         self.listener = Listener(learner, sample_rate, shots=shots, hop_s=hop_s)
+        pin_mmap_threshold()  # a long-running process: keep large temporaries off the heap (runtime/memory.py)
 
     @classmethod
     def open(cls, bundle: str | Path, sample_rate: int, *, state: str | Path | None = None, int8: bool = False,

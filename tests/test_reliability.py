@@ -462,3 +462,16 @@ def test_short_soak_exact_events_and_flat_memory(runtime_bundle, tmp_path):
     assert res["exact"] == res["sounds_known"] and res["stray_events"] == 0, res  # one right event per sound
     assert res["windows_quiet"] > 0.5 * res["windows_seen"]
     assert res["rss_growth_after_warmup_mb"] is not None and res["rss_growth_after_warmup_mb"] < 5.0, res["samples"]
+
+
+def test_pinning_the_mmap_threshold_is_accepted_on_glibc_and_checks_its_argument():
+    """runtime/memory.py: LiveSession fixes glibc's mmap threshold (the soak's memory steps); bad sizes are refused."""
+    import platform
+
+    from edge_pace.runtime.memory import pin_mmap_threshold
+
+    if platform.libc_ver()[0] == "glibc":
+        assert pin_mmap_threshold() is True
+    for bad in (0, -1, 1 << 26, 1.5, True):
+        with pytest.raises(ValueError, match="nbytes"):
+            pin_mmap_threshold(bad)
