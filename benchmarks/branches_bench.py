@@ -211,6 +211,17 @@ def run_device(Z: np.ndarray, sessions, idx: dict[str, int], prior: float) -> li
     return accs
 
 
+def cpu_ms(fn, reps: int) -> float:
+    """Median CPU time of ``fn`` in ms over ``reps`` calls on this process (after one warm-up call)."""
+    fn()
+    ts = []
+    for _ in range(reps):
+        t = time.process_time()
+        fn()
+        ts.append(time.process_time() - t)
+    return 1000 * float(np.median(ts))
+
+
 def per_class_last(Z, sessions, idx, prior) -> dict[str, float]:
     """Per-class accuracy after the last session (for "no non-speech class loses more than 1 point")."""
     clf = AnalyticClassifier(Z.shape[1], prior)
@@ -247,15 +258,6 @@ def time_branches(reps: int, log) -> dict:
     models = {"aisfx": get_backbone("aisfx").eval(), "speech": load_speech_embedding(), "voice": load_voice_encoder()}
     out = {}
 
-    def cpu_ms(fn) -> float:
-        fn()
-        ts = []
-        for _ in range(reps):
-            t = time.process_time()
-            fn()
-            ts.append(time.process_time() - t)
-        return 1000 * float(np.median(ts))
-
     for name, m in models.items():
         sr = int(m.sample_rate)
         x = (0.1 * rng.standard_normal((1, sr))).astype(np.float32)
@@ -264,12 +266,12 @@ def time_branches(reps: int, log) -> dict:
         sess = ort.InferenceSession(to_onnx_bytes(m, m.min_samples, sr), opts, providers=["CPUExecutionProvider"])
         xt = torch.from_numpy(x)
         with torch.no_grad():
-            t_torch = cpu_ms(lambda: m(xt))
-        out[name] = {"onnx_ms": cpu_ms(lambda: sess.run(None, {"wave": x})), "torch_ms": t_torch,
+            t_torch = cpu_ms(lambda: m(xt), reps)
+        out[name] = {"onnx_ms": cpu_ms(lambda: sess.run(None, {"wave": x}), reps), "torch_ms": t_torch,
                      "parameters": int(sum(p.numel() for p in m.parameters()))}
         log(f"  {name}: onnxruntime {out[name]['onnx_ms']:.2f} ms, torch {t_torch:.2f} ms per 1 s window (1 thread)")
     x44 = (0.1 * rng.standard_normal(44100)).astype(np.float32)
-    out["resample_44k_to_16k"] = {"ms": cpu_ms(lambda: soxr.resample(x44, 44100, 16000))}
+    out["resample_44k_to_16k"] = {"ms": cpu_ms(lambda: soxr.resample(x44, 44100, 16000), reps)}
     log(f"  soxr 44.1 -> 16 kHz: {out['resample_44k_to_16k']['ms']:.2f} ms per 1 s")
     return out
 

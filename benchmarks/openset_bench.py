@@ -84,6 +84,18 @@ def scores(clf: AnalyticClassifier, Z: np.ndarray, knn_rows: dict[str, np.ndarra
             "top_minus_lev": top - lev, "knn_ctr": knn_ctr, "knn_any": knn_any, "maha": -md.min(1)}
 
 
+def held_out_draw(z: np.ndarray, labels: np.ndarray, split: np.ndarray, classes: list[str], held: int,
+                  rng: np.random.Generator) -> tuple[AnalyticClassifier, list[str], np.ndarray]:
+    """One draw: ``held`` classes held out at random, the device's classifier (gamma by its own rule) learned on the
+    other classes' training rows. Returns (classifier, known classes, training-row mask)."""
+    unknown = set(rng.choice(classes, held, replace=False).tolist())
+    known_c = [c for c in classes if c not in unknown]
+    tr = (split == "train") & np.isin(labels, known_c)
+    clf = AnalyticClassifier(z.shape[1], 1.0).learn(z[tr], labels[tr].tolist())
+    clf.choose_gamma()
+    return clf, known_c, tr
+
+
 def run(name: str, clips, e: np.ndarray, proj: RandomProjection, draws: int, held: int) -> dict:
     z = proj.numpy(e)
     classes = sorted({c.label for c in clips})
@@ -91,12 +103,7 @@ def run(name: str, clips, e: np.ndarray, proj: RandomProjection, draws: int, hel
     split = np.array([c.split for c in clips])
     out: dict[str, list] = {}
     for d in range(draws):
-        rng = np.random.default_rng(d)
-        unknown = set(rng.choice(classes, held, replace=False).tolist())
-        known_c = [c for c in classes if c not in unknown]
-        tr = (split == "train") & np.isin(labels, known_c)
-        clf = AnalyticClassifier(proj.out_dim, 1.0).learn(z[tr], labels[tr].tolist())
-        clf.choose_gamma()
+        clf, known_c, tr = held_out_draw(z, labels, split, classes, held, np.random.default_rng(d))
         raw = {c: np.vstack(clf.features[c]).astype(np.float64) for c in clf.classes}
         knn_rows = {c: _unit(r) for c, r in raw.items()}
         mu = np.vstack(list(raw.values())).mean(0)

