@@ -44,12 +44,14 @@ class Embedder(nn.Module):
 
 @dataclass
 class ExportSource:
-    """What export needs from training: the adapted model, projection, classifier and settings."""
+    """What export needs from training: the adapted model, projection, classifier and settings; a frozen export
+    also keeps its calibration audio (clips [n, S], labels or None, groups), which the int8 calibration reuses."""
 
     backbone: nn.Module
     projection: nn.Module
     classifier: AnalyticClassifier
     config: dict
+    calibration: tuple[np.ndarray, list[str] | None, list[int]] | None = None
 
 
 def source_from_checkpoint(ckpt: str | Path) -> ExportSource:
@@ -119,7 +121,7 @@ def source_from_backbone(name: str = backbones.DEFAULT, dim: int = 2048, seed: i
         log(f"checking each branch of {name} (ONNX parity, CPU cost)")
         cases = parity_inputs(calibration[0] if calibration is not None else None, sr, backbone.min_samples)
         config["branches"] = branch_report(backbone, to_onnx_bytes, cases, emb if calibration is not None else None)
-    return ExportSource(backbone, projection, AnalyticClassifier(dim, float(gamma)), config)
+    return ExportSource(backbone, projection, AnalyticClassifier(dim, float(gamma)), config, calibration)
 
 
 def to_onnx_bytes(embedder: Embedder, min_samples: int, sample_rate: int) -> bytes:
@@ -305,13 +307,17 @@ def export_bundle(source: ExportSource, out: str | Path, int8: bool = False, sin
         log("quantising to int8 (static QDQ, calibrated on real clips) and measuring agreement")
         front = frontend_nodes(fp32, backbone.frontend)
         calib = clips
-        if calib is None or not len(calib):  # no user clips: the default calibration audio (46 classes)
-            from edge_pace.export.calibration import default_calibration
+        if calib is None or not len(calib):  # no clips given: the frozen export's calibration audio, else the default
+            if source.calibration is not None:
+                calib, clip_labels, _ = source.calibration
+            else:
+                from edge_pace.export.calibration import default_calibration
 
-            log("rendering the default calibration audio for the int8 calibration (export/calibration.py)")
-            calib, clip_labels, _ = default_calibration(sr)
+                log("rendering the default calibration audio for the int8 calibration (export/calibration.py)")
+                calib, clip_labels, _ = default_calibration(sr)
             spread = np.linspace(0, len(calib) - 1, min(len(calib), 128)).astype(int)  # every class, 128 clips
-            calib, clip_labels = calib[spread], [clip_labels[i] for i in spread]
+            calib = calib[spread]
+            clip_labels = None if clip_labels is None else [clip_labels[i] for i in spread]
         # calibrate on even clips, measure on the odd ones (held out from calibration) when there are enough
         held = np.arange(len(calib)) % 2 == 1 if len(calib) >= 8 else np.ones(len(calib), bool)
         even = calib[~held] if len(calib) >= 8 else calib
