@@ -54,10 +54,25 @@ class ExportSource:
     calibration: tuple[np.ndarray, list[str] | None, list[int]] | None = None
 
 
-def source_from_checkpoint(ckpt: str | Path) -> ExportSource:
+def source_from_checkpoint(ckpt: str | Path, log=print) -> ExportSource:
+    """What a PACE checkpoint exports: its backbone with every LoRA merged, projection, classifier and settings. A
+    multi-branch checkpoint (PACE adapted the first branch, the others frozen; edge_pace/method/pace.py) exports
+    as one multi-branch embedder; each branch is checked on its own (ONNX parity, CPU cost) as in a frozen export,
+    and the manifest's ``branches`` also says which branch PACE trained and whether it kept the adaptation."""
+    from edge_pace.backbones.branches import MultiBranch
     from edge_pace.method.checkpoint import load_adapted_model
 
     backbone, projection, classifier, config = load_adapted_model(ckpt)
+    if isinstance(backbone, MultiBranch):
+        from edge_pace.export.branches import branch_report
+
+        log(f"checking each branch of {config.get('backbone')} (ONNX parity, CPU cost)")
+        report = branch_report(backbone, to_onnx_bytes, parity_inputs(None, backbone.sample_rate,
+                                                                      backbone.min_samples))
+        trained = config.get("branches") or {}
+        config = {**config, "branches": {n: {**r, **{k: v for k, v in trained.get(n, {}).items()
+                                                     if k in ("trainable", "adapted", "conditioning")}}
+                                         for n, r in report.items()}}
     return ExportSource(backbone, projection, classifier, config)
 
 
@@ -409,7 +424,9 @@ def describe(bundle_path: str | Path) -> str:
     for name, b in (m.get("branches") or {}).items():
         lines.append(f"branch       {name}: dims {b.get('dims')}, {b.get('rate')} Hz, weight {b.get('weight')}, "
                      f"{b.get('cpu_ms_per_second')} ms per 1 s ({b.get('cost_vs_first')}x), parity max rel "
-                     f"{(b.get('parity') or {}).get('max_rel', float('nan')):.1e}, licence {b.get('licence')}")
+                     f"{(b.get('parity') or {}).get('max_rel', float('nan')):.1e}, licence {b.get('licence')}"
+                     + ("" if "trainable" not in b else
+                        f", {'PACE-trained, adapted ' + str(b.get('adapted')) if b['trainable'] else 'frozen'}"))
     for name, f in m["files"].items():
         lines.append(f"file         {name:24s} {f['bytes'] / 1e6:8.2f} MB  sha256 {f['sha256'][:16]}…")
     if not bundle.is_zip:

@@ -16,8 +16,15 @@ multiplied by its weight. Means and scales are folded into the projection's mean
 runtime sees only z. The weights are chosen by measurement (README, "Words and voices"; benchmarks/branch_weights.py):
 ``DEFAULT_WEIGHTS``, or per export by the device's leave-one-clip-out rule (``choose_weights``).
 
-The trainable branch for PACE is the first one (``blocks``, ``lora_targets``, ``frontend`` are its own); the
-others stay frozen.
+PACE and branches (edge_pace/method/pace.py): the first branch is the trainable one; ``PaceLearner`` takes it as its
+backbone (``trainable_branch``), so the CKA probe, FSA, do-no-harm, MSA and LoRA touch it alone, and the other
+branches stay frozen (their parameters never change: tested bit for bit). Their embeddings of a clip never
+change either, so ``frozen_embeddings`` computes them once per session from the waveforms. The classifier's
+features are those of the bundle: the concatenation [adapted first branch, frozen branches], conditioned per
+branch (``branch_stats``, session-0 statistics instead of the calibration audio's) and weighted, folded into
+the one random projection; gamma is chosen on these combined features by the device's leave-one-clip-out
+rule. ``blocks``, ``lora_targets`` of ``MultiBranch`` are the first branch's (``frontend`` lists every branch's,
+for int8).
 """
 
 from __future__ import annotations
@@ -173,6 +180,40 @@ class MultiBranch(nn.Module):
         return check_waveform(wave, self.min_samples, self.name)
 
 
+# ------------------------------------------------------------------------------------------ PACE
+
+def trainable_branch(model: nn.Module) -> tuple[nn.Module, "MultiBranch | None"]:
+    """(the module PACE adapts, the multi-branch backbone or None): a ``MultiBranch``'s first branch model (the
+    same object, so LoRA added to it is inside the multi-branch module too); any other backbone is itself."""
+    if isinstance(model, MultiBranch):
+        return model.branches[0].model, model
+    return model, None
+
+
+@torch.no_grad()
+def frozen_embeddings(model: MultiBranch, waves: torch.Tensor, batch: int = 64,
+                      device: torch.device | str | None = None) -> torch.Tensor:
+    """[n, S] waveforms at the first branch's rate -> [n, sum of the other branches' dims] (float32, on
+    ``device``): the frozen branches' embeddings side by side (resampled inside each branch), ``batch`` clips at a
+    time, in float32 (no autocast: they are what the exported graph computes)."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    waves = model.check_input(torch.as_tensor(waves).float())
+    out = [torch.cat([b(waves[i:i + batch].to(device)).float() for b in model.branches[1:]], dim=1)
+           for i in range(0, len(waves), batch)]
+    return torch.cat(out) if out else torch.zeros(0, model.embed_dim - model.dims[0], device=device)
+
+
+def describe_branches(model: MultiBranch, adapted: bool | None = None) -> dict:
+    """What a checkpoint and a bundle record of a multi-branch PACE backbone: per branch its dims in the combined
+    embedding, weight, conditioning and whether PACE trains it (the first) or keeps it frozen."""
+    out = {}
+    for i, (n, s) in enumerate(model.slices().items()):
+        out[n] = {"dims": [s.start, s.stop], "weight": model.weights[n],
+                  "conditioning": "the learner's (standardize)" if i == 0 else model.conditioning,
+                  "trainable": i == 0, "adapted": bool(adapted) if i == 0 else False}
+    return out
+
+
 # ------------------------------------------------------------------------------------------ conditioning
 
 def branch_rms(model: MultiBranch, emb: np.ndarray) -> dict[str, float]:
@@ -255,4 +296,4 @@ def set_weights(model: MultiBranch, weights: str | dict[str, float], emb: np.nda
     return {"rule": "given", "weights": dict(model.weights), "conditioning": cond}
 
 
-__all__ = ["DEFAULT_CONDITIONING", "set_weights", "choose_weights", "WEIGHT_GRID", "MultiBranch", "Branch", "SincResample", "sinc_kernel", "branch_stats", "branch_rms", "DEFAULT_WEIGHTS"]
+__all__ = ["trainable_branch", "frozen_embeddings", "describe_branches", "DEFAULT_CONDITIONING", "set_weights", "choose_weights", "WEIGHT_GRID", "MultiBranch", "Branch", "SincResample", "sinc_kernel", "branch_stats", "branch_rms", "DEFAULT_WEIGHTS"]

@@ -62,8 +62,11 @@ def backbones_fetch(name: str = typer.Argument(DEFAULT_BACKBONE, help="Backbone 
 def export_cmd(
     ckpt: Optional[Path] = typer.Argument(None, help="Checkpoint folder written by `edge-pace adapt`. "
                                            "Omit it (with --backbone) for a frozen-backbone bundle."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="The checkpoint folder, as an option "
+                                              "(same as CKPT)."),
     out: Path = typer.Option(..., "-o", "--out", help="Bundle folder (or zip file with --single-file) to write."),
-    backbone: str = typer.Option(DEFAULT_BACKBONE, help="Backbone for a frozen bundle (when no CKPT is given)."),
+    backbone: str = typer.Option(DEFAULT_BACKBONE, help="Backbone for a frozen bundle (when no CKPT is given; a "
+                                 "checkpoint exports the backbone it was trained on, multi-branch ones included)."),
     dim: int = typer.Option(2048, help="Feature dimension D of a frozen bundle's random projection."),
     seed: int = typer.Option(0, help="Projection seed of a frozen bundle."),
     int8: bool = typer.Option(False, "--int8", help="Also write embedder.int8.onnx (static int8 quantisation) "
@@ -90,6 +93,10 @@ def export_cmd(
     from edge_pace.export import exporter
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    if checkpoint is not None:
+        if ckpt is not None and Path(ckpt) != Path(checkpoint):
+            fail(f"two checkpoints given: {ckpt} and --checkpoint {checkpoint}")
+        ckpt = checkpoint
     if gamma is not None and not gamma > 0:
         fail(f"--gamma must be a positive number, got {gamma}")
     calibration = None
@@ -103,7 +110,7 @@ def export_cmd(
             fail(str(exc))
     try:
         if ckpt:
-            source = exporter.source_from_checkpoint(ckpt)
+            source = exporter.source_from_checkpoint(ckpt, log=lambda m: typer.echo(m, err=True))
         else:
             source = exporter.source_from_backbone(backbone, dim, seed, gamma=gamma, calibration=calibration,
                                                    standardize=standardize, branch_weights=_branch_weights(branch_weights),

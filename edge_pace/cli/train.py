@@ -74,8 +74,11 @@ def adapt(
                              "vocalset_technique, folder, synth or synth:<benchmark>, real."),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint folder (written after every session; an "
                              "existing one is continued)."),
-    backbone: str = typer.Option(DEFAULT_BACKBONE, help="Backbone name (see `edge-pace backbones`)."),
-    weights: Optional[Path] = typer.Option(None, help="Backbone weights file (default: the registry's)."),
+    backbone: str = typer.Option(DEFAULT_BACKBONE, help="Backbone name (see `edge-pace backbones`); a multi-branch "
+                                 "one (aisfx+speech, aisfx+speech+voice): PACE adapts the first branch, the others "
+                                 "stay frozen."),
+    weights: Optional[Path] = typer.Option(None, help="Backbone weights file (default: the registry's; for a "
+                                           "multi-branch backbone, the first branch's)."),
     sessions: str = typer.Option("server", help="'server': session 0 only (FSA; later classes are learned on the "
                                  "device, closed form); 'all': every session of the protocol (MSA while the "
                                  "backbone adapts, then classifier-only); N: the first N sessions."),
@@ -163,6 +166,10 @@ def adapt(
     console.print(f"{kind} at {data}: {len(all_sessions)} sessions {[len(s.classes) for s in all_sessions]}; "
                   f"learning sessions {done}..{target - 1} on {learner.device}"
                   + (f" (continuing {out})" if resume else ""))
+    if getattr(learner, "branches", None) is not None:  # a multi-branch backbone (edge_pace/backbones/branches.py)
+        names = learner.branches.names
+        console.print(f"branches {', '.join(names)}: PACE adapts {names[0]}; {', '.join(names[1:])} stay frozen "
+                      f"(weights {learner.branches.weights}, conditioned per branch into one projection)")
     def learn(s):
         train, kept = read_clips(s.train, learner.sample_rate, duration=duration, strict=True)
         return learner.fit_session(s.index, train, [c.label for c in kept]), len(kept)

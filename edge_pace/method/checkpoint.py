@@ -11,6 +11,11 @@ Layout::
     metrics.json           per-session metrics (losses, CKA, subspace sizes, timings)
     backbone.safetensors   base weights, only when they cannot be rebuilt from a registry name + weights file
 
+A multi-branch backbone (``aisfx+speech+voice``, edge_pace/backbones/branches.py): the LoRA tensors are the first
+(trainable) branch's, named inside it; config.json's ``branches`` lists every branch (dims, weight, conditioning,
+trainable / adapted) and ``backbone_spec.kwargs`` the parts, weights and conditioning; the projection takes the
+combined embedding (``feature_in_dim``); ``backbone.safetensors``, when needed, holds every branch.
+
 ``load_adapted_model`` is what export calls: backbone with LoRA merged (eval), projection, classifier.
 """
 
@@ -55,12 +60,16 @@ def _jsonable(x: Any) -> Any:
 def checkpoint_config(learner) -> dict[str, Any]:
     """The config.json dictionary of a learner."""
     spec = dict(learner.backbone_spec)
+    if getattr(learner, "branches", None) is not None:  # the branch weights and conditioning in use now
+        spec["kwargs"] = backbones.architecture(learner.branches)
     return {
         "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
         "backbone": spec["name"],
         "backbone_weights": "backbone.safetensors" if spec["store_base"] else spec["weights"],
         "backbone_spec": spec,
         "sample_rate": learner.sample_rate, "embed_dim": learner.embed_dim,
+        "feature_in_dim": getattr(learner, "feature_in_dim", learner.embed_dim),
+        "branches": learner.branch_description() if hasattr(learner, "branch_description") else None,
         "pace": learner.config.to_dict(),
         "projection": learner.projection.describe(),
         "l_tune": learner.l_tune, "cka": learner.cka,
@@ -91,8 +100,9 @@ def save_checkpoint(learner: PaceLearner, folder: str | Path) -> Path:
     metrics = {"history": learner.history, "cka": learner.cka, "l_tune": learner.l_tune,
                "adaptation": learner.adaptation}
     files["metrics.json"] = json.dumps(_jsonable(metrics), indent=2).encode()
-    if learner.backbone_spec["store_base"]:
-        files["backbone.safetensors"] = save_tensors(base_state_dict(learner.backbone))
+    if learner.backbone_spec["store_base"]:  # a multi-branch backbone: every branch
+        files["backbone.safetensors"] = save_tensors(base_state_dict(getattr(learner, "full_backbone",
+                                                                             learner.backbone)))
     return write_dir(folder, files)
 
 
@@ -118,11 +128,11 @@ def build_backbone(cfg: dict[str, Any], folder: str | Path) -> nn.Module:
     spec, folder = cfg["backbone_spec"], Path(folder)
     if not spec["store_base"]:
         weights = spec.get("weights")
-        if weights and Path(weights).is_file():
-            return backbones.load(spec["name"], weights)[0]
         registered = backbones.BACKBONES.get(spec["name"])
-        if registered is not None and registered.default_weights is not None:  # the cache file moved: fetch again
-            return backbones.load(spec["name"])[0]
+        if weights and Path(weights).is_file():
+            return _with_branch_settings(backbones.load(spec["name"], weights)[0], spec)
+        if registered is not None and (registered.default_weights is not None or registered.parts):
+            return _with_branch_settings(backbones.load(spec["name"])[0], spec)  # the cache file moved: fetch again
         raise CheckpointError(f"{folder}: backbone weights {weights!r} not found; the checkpoint needs them")
     try:
         model = backbones.rebuild(spec["class"], dict(spec.get("kwargs") or {}))
@@ -137,14 +147,30 @@ def build_backbone(cfg: dict[str, Any], folder: str | Path) -> nn.Module:
     return model.eval()
 
 
+def _with_branch_settings(model: nn.Module, spec: dict[str, Any]) -> nn.Module:
+    """A multi-branch backbone gets the branch weights and conditioning it was trained with (backbone_spec's
+    kwargs); any other model is returned as it is."""
+    from edge_pace.backbones.branches import MultiBranch
+
+    if isinstance(model, MultiBranch):
+        kw = spec.get("kwargs") or {}
+        model.weights = {n: float((kw.get("weights") or {}).get(n, model.weights[n])) for n in model.names}
+        model.conditioning = kw.get("conditioning", model.conditioning)
+    return model
+
+
 def _load_adapters(model: nn.Module, folder: Path) -> list[int]:
+    """The checkpoint's LoRA tensors into ``model`` (a multi-branch backbone: into its first branch, where PACE
+    trained them)."""
     from safetensors.torch import load_file
+
+    from edge_pace.backbones.branches import trainable_branch
 
     path = folder / "adapters.safetensors"
     if not path.is_file():
         raise CheckpointError(f"{folder}: adapters.safetensors is missing")
     state = load_file(str(path))
-    return load_lora_state_dict(model, state) if state else []
+    return load_lora_state_dict(trainable_branch(model)[0], state) if state else []
 
 
 def load_checkpoint(folder: str | Path, device: str | None = None) -> PaceLearner:
@@ -158,7 +184,7 @@ def load_checkpoint(folder: str | Path, device: str | None = None) -> PaceLearne
     learner.backbone_spec = dict(cfg["backbone_spec"])
     freeze_backbone(learner.backbone)
     proj = cfg["projection"]
-    if (proj["in_dim"], proj["dim"], proj["seed"]) != (learner.embed_dim, config.d_proj, config.proj_seed):
+    if (proj["in_dim"], proj["dim"], proj["seed"]) != (learner.feature_in_dim, config.d_proj, config.proj_seed):
         raise CheckpointError(f"{folder}: projection {dict(list(proj.items())[:3])} does not match the backbone/config")
     learner.projection = RandomProjection.from_description(proj).to(learner.device)
     if (folder / "classifier.safetensors").is_file():

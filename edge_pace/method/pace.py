@@ -33,6 +33,7 @@ The backbone always runs in eval mode, also while adapting (BatchNorm running st
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,6 +45,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from edge_pace import backbones
+from edge_pace.backbones.branches import (MultiBranch, branch_stats, describe_branches, frozen_embeddings,
+                                          trainable_branch)
 from edge_pace.method.cka import layerwise_cka
 from edge_pace.method.config import PaceConfig
 from edge_pace.method.harm import decision, held_out_accuracy, holdout_split
@@ -78,14 +81,33 @@ class PaceLearner:
 
     def __init__(self, backbone: str | nn.Module = backbones.DEFAULT, config: PaceConfig | None = None, *,
                  pretrained: bool = True, weights: str | None = None, device: str | None = None) -> None:
+        """A multi-branch ``backbone`` ("aisfx+speech+voice", or a ``MultiBranch``; edge_pace/backbones/branches.py):
+        PACE adapts its first (trainable) branch only -- ``self.backbone`` is that branch, the same module as inside
+        ``self.branches``, so the CKA probe, FSA, the do-no-harm check (on that branch's own embedding: the frozen
+        branches are the same in both arms), MSA and every LoRA adapter see it alone, and export merges the LoRA
+        into the bundle's branch. The other branches stay frozen; their embeddings are computed once per session
+        from the waveforms. The classifier's features are the bundle's: the projection takes every branch side by
+        side (``feature_in_dim``), conditioned per branch and weighted (``branch_stats``, from session 0), and the
+        analytic classifier and its leave-one-clip-out gamma work on those combined z unchanged. ``weights``: the
+        first branch's weights file."""
         self.config = config if config is not None else PaceConfig()
         self.config.validate()
         if isinstance(backbone, str):
             model, spec = backbones.load(backbone, weights, pretrained=pretrained)
             reproducible = spec.weights_file is not None
+            if spec.parts and pretrained:  # a multi-branch backbone: every part from its fetched (pinned) weights
+                first = backbones.get_spec(spec.parts[0]).default_weights
+                spec = dataclasses.replace(spec, weights_file=weights or (str(first()) if first else None))
+                reproducible = spec.weights_file is not None
         else:
             model, spec, reproducible = backbone, backbones.spec_of(backbone), False
         name = spec.name
+        # a multi-branch backbone (aisfx+speech+voice, edge_pace/backbones/branches.py): PACE adapts its first
+        # branch (self.backbone: the probe, FSA, do-no-harm, MSA and LoRA see only it); the other branches stay
+        # frozen and add their embeddings, computed once per session, to the classifier's features
+        self.branches: MultiBranch | None = None
+        full = model
+        model, self.branches = trainable_branch(model)
         for attr in ("frontend", "blocks", "embed_features", "embed_dim", "sample_rate"):
             if not hasattr(model, attr):
                 raise TypeError(f"backbone {name!r} lacks `{attr}`: PACE needs frontend, blocks, embed_features, "
@@ -94,13 +116,16 @@ class PaceLearner:
         self.lora_targets = tuple(self.config.lora_targets) or spec.lora_targets
         self.backbone_spec: dict[str, Any] = {
             "name": name, "weights": str(Path(spec.weights_file).resolve()) if reproducible else None,
-            "class": backbones.class_path(model), "kwargs": backbones.architecture(model),
+            "class": backbones.class_path(full), "kwargs": backbones.architecture(full),
             "store_base": not reproducible}
         self.device = resolve_device(device or self.config.device)
-        self.backbone = model.to(self.device)
-        freeze_backbone(self.backbone)
-        self.embed_dim = int(model.embed_dim)
-        self.projection = RandomProjection(self.embed_dim, self.config.d_proj, self.config.proj_seed).to(self.device)
+        full.to(self.device)
+        freeze_backbone(full)  # every branch: eval mode, no gradients (LoRA switches on its own parameters)
+        self.backbone = model  # the trainable backbone (a multi-branch backbone's first branch)
+        self.embed_dim = int(model.embed_dim)  # the trainable backbone's (heads, probe)
+        self.feature_in_dim = int(full.embed_dim)  # what the random projection takes: every branch side by side
+        self.projection = RandomProjection(self.feature_in_dim, self.config.d_proj,
+                                           self.config.proj_seed).to(self.device)
         self.classifier: AnalyticClassifier | None = None
         self.l_tune: int | None = None  # 1-based first adapted block
         self.cka: list[float] | None = None
@@ -408,9 +433,12 @@ class PaceLearner:
         if not cfg.use_msa or self.msa_samples_seen > cfg.n_stop:
             self.frozen = True
         emb = self._embed(feats)
+        if self.branches is not None:  # + the frozen branches' embeddings, computed once per session
+            emb = torch.cat([emb, self._frozen_branches(w)], dim=1)
         if session_index == 0 and cfg.standardize != "none" and len(emb) >= 2:  # of the (adapted) embedding
-            mean, scale = embedding_stats(emb.float().cpu().numpy(), cfg.standardize)
-            self.projection = RandomProjection(self.embed_dim, cfg.d_proj, cfg.proj_seed, mean, scale).to(self.device)
+            mean, scale = self._conditioning(emb.float().cpu().numpy())
+            self.projection = RandomProjection(self.feature_in_dim, cfg.d_proj, cfg.proj_seed, mean,
+                                               scale).to(self.device)
         Z = self._project(emb)
         if self.classifier is None:
             self.classifier = AnalyticClassifier(cfg.d_proj, cfg.gamma_fallback, keep_features=cfg.keep_features)
@@ -426,12 +454,14 @@ class PaceLearner:
         return metrics
 
     def embed(self, waves: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Backbone features f(x) [n, D] (float32), before the random projection."""
-        return self._embed(self.frontend_features(waves)).cpu().numpy().astype(np.float32)
+        """Backbone features f(x) [n, D] (float32), before the random projection; a multi-branch backbone: every
+        branch side by side (the adapted first one, then the frozen ones), as its exported graph computes them."""
+        return self._combined(waves).cpu().numpy().astype(np.float32)
 
     def features(self, waves: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Classifier features z = ReLU(f(x) W_proj) [n, d_proj] (float32)."""
-        return self._project(self._embed(self.frontend_features(waves)))
+        """Classifier features z = ReLU(f(x) W_proj) [n, d_proj] (float32); f(x) conditioned (per branch for a
+        multi-branch backbone) as the projection's mean and scale say."""
+        return self._project(self._combined(waves))
 
     def scores(self, waves: np.ndarray | torch.Tensor) -> np.ndarray:
         if self.classifier is None:
@@ -442,3 +472,34 @@ class PaceLearner:
         if self.classifier is None:
             raise RuntimeError("no session learned yet: call fit_session(0, ...) first")
         return self.classifier.predict(self.features(waves))
+
+    # ---- multi-branch backbones (issue 16; edge_pace/backbones/branches.py) ------------------------------------
+    def _frozen_branches(self, waves: torch.Tensor) -> torch.Tensor:
+        """[n, S] -> [n, dims of the frozen branches] (float32, on the device)."""
+        return frozen_embeddings(self.branches, waves, self.config.embed_batch, self.device)
+
+    def _combined(self, waves: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """[n, S] -> f(x) [n, feature_in_dim]: the trainable backbone's embedding (+ the frozen branches')."""
+        if self.branches is None:
+            return self._embed(self.frontend_features(waves))
+        w = as_waves(self.branches, waves)
+        return torch.cat([self._embed(self.frontend_features(w)), self._frozen_branches(w)], dim=1)
+
+    def _conditioning(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The projection's (mean, scale) from session-0 embeddings: ``cfg.standardize`` of the whole embedding;
+        a multi-branch backbone: per branch (``branch_stats``: the first by ``cfg.standardize``, the frozen ones
+        as the bundle conditions them, each divided by its weight), exactly what a frozen export folds in."""
+        if self.branches is None:
+            return embedding_stats(emb, self.config.standardize)
+        return branch_stats(self.branches, emb, mode=self.config.standardize)
+
+    @property
+    def full_backbone(self) -> nn.Module:
+        """What the bundle exports: the multi-branch backbone (its first branch = ``backbone``), else ``backbone``."""
+        return self.backbone if self.branches is None else self.branches
+
+    def branch_description(self) -> dict[str, Any] | None:
+        """Per branch: dims, weight, conditioning, trainable / adapted (None for a single backbone)."""
+        if self.branches is None:
+            return None
+        return describe_branches(self.branches, bool(lora_layers(self.backbone)))
