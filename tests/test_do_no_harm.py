@@ -1,5 +1,6 @@
-"""Do-no-harm FSA (issue 12, method/harm.py): held-out-class validation, fallback to the frozen backbone bit for bit,
-N_stop counted from session 0, one-class MSA sessions."""
+"""Do-no-harm FSA (issue 12, method/harm.py): held-out-class validation (two folds, paired ridge-margin tie-break),
+L_tune chosen on the held-out classes, the cached frozen blocks, fallback to the frozen backbone bit for bit, N_stop
+counted from session 0, one-class MSA sessions."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from edge_pace.method.checkpoint import load_checkpoint, save_checkpoint
-from edge_pace.method.harm import holdout_split
+from edge_pace.method.harm import better, held_out_score, holdout_split, paired_z
 from edge_pace.method.lora import lora_layers
 from edge_pace.method.pace import PaceLearner
 from tests.test_pace import _tiny_config, _tiny_model, _tones
@@ -42,9 +43,13 @@ def test_held_out_validation_runs_and_is_recorded(tmp_path) -> None:
     assert a["split"]["held_out_classes"] and a["split"]["n_train"] == 8 and a["split"]["n_test"] == 2
     acc = a["held_out_accuracy"]
     assert 0.0 <= acc["frozen"] <= 1.0 and 0.0 <= acc["adapted"] <= 1.0
-    assert [c["epoch"] for c in a["curve"]] == [1, 2]  # evaluated after every epoch
+    assert [c["epoch"] for c in a["curve"]] == [1, 2]  # evaluated after every epoch (L_tune 1: no earlier block)
+    assert a["l_tune_cka"] == 1 and {c["l_tune"] for c in a["curve"]} == {1}
     assert acc["adapted"] == max(c["accuracy"] for c in a["curve"]) and a["epoch"] in (1, 2)
-    assert a["kept"] == (acc["adapted"] > acc["frozen"])  # strictly better, margin 0
+    if acc["adapted"] != acc["frozen"]:
+        assert a["kept"] == (acc["adapted"] > acc["frozen"])  # strictly better, margin 0
+    else:  # a tie: the paired margin test decides
+        assert a["kept"] == (a["paired_margin_z"] is not None and a["paired_margin_z"] > 2.0)
     assert m0["adapted"] == a["kept"] == bool(lora_layers(learner.backbone)) == (not learner.frozen)
     assert sorted(learner.classes) == ["s0c0", "s0c1", "s0c2"]  # the held-out classes are still learned
     folder = save_checkpoint(learner, tmp_path / "ckpt")
@@ -105,4 +110,91 @@ def test_one_class_msa_session_is_skipped_but_counted() -> None:
     assert "solo" in learner.classes
 
 
+def _score(acc: float, margins) -> dict:
+    m = np.asarray(margins, dtype=float)
+    return {"accuracy": acc, "margin": float(m.mean()), "margins": m}
+
+
+def test_better_uses_accuracy_then_a_paired_margin_test() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.8, 60)
+    frozen = _score(1.0, base)
+    assert not better(_score(0.98, base + 0.5), frozen)  # lower accuracy loses whatever the margins
+    assert better(_score(1.0, base + 0.05 + rng.normal(0, 0.01, 60)), frozen)  # tie, margins clearly higher
+    noisy = base + rng.normal(0, 0.05, 60)
+    noisy += 0.001 - (noisy - base).mean()  # higher on average by a hair, far inside the noise
+    assert not better(_score(1.0, noisy), frozen) and abs(paired_z(_score(1.0, noisy), frozen)) < 2
+    assert not better(_score(1.0, base), frozen)  # identical: no gain
+    assert better(_score(0.9, base - 1), _score(0.8, base))  # higher accuracy wins whatever the margins
+    assert not better(_score(0.9, base + 1), _score(0.8, base), acc_margin=0.2)  # must clear the accuracy margin
+
+
+def test_held_out_score_tests_every_held_out_clip_in_two_folds() -> None:
+    rng = np.random.default_rng(1)
+    labels = [f"c{i % 6}" for i in range(48)]
+    centres = rng.normal(size=(6, 32))
+    emb = np.stack([centres[int(c[1:])] for c in labels]) + 0.3 * rng.normal(size=(48, 32))
+    split = holdout_split(labels, 1 / 3, torch.Generator().manual_seed(0))
+    r = held_out_score(emb.astype(np.float32), labels, split, 128, 0, "scalar", 1.0, (0.1, 1.0, 10.0), "mse")
+    assert r["n_test"] == len(split.enrol) + len(split.test) == 16 and len(r["margins"]) == 16
+    assert r["accuracy"] == 1.0 and r["margin"] > 0 and len(r["gammas"]) == 2
+    # margins at given gammas: the same classifier at those gammas (paired comparisons at a common scale)
+    same = held_out_score(emb.astype(np.float32), labels, split, 128, 0, "scalar", 1.0, (0.1, 1.0, 10.0), "mse",
+                          ref_gammas=r["gammas"])
+    np.testing.assert_allclose(same["margins"], r["margins"], rtol=1e-9, atol=1e-12)
+    shrunk = held_out_score(emb.astype(np.float32), labels, split, 128, 0, "scalar", 1.0, (0.1, 1.0, 10.0), "mse",
+                            ref_gammas=[1e6, 1e6])
+    assert shrunk["accuracy"] == r["accuracy"] and shrunk["margin"] < 0.01 * r["margin"]  # scores shrink with gamma
+
+
+def test_l_tune_is_chosen_on_the_held_out_classes() -> None:
+    """rho_layer 1e-9: no block below it, so the probe picks L_tune = 4 (the last block); l_tune_search 1 also tries
+    L_tune 3. The curve holds both, and the decision names the best one."""
+    cfg = _tiny_config(do_no_harm=True, e0=1, n_stop=100, rho_layer=1e-9, l_tune_search=1)
+    learner = PaceLearner(_tiny_model(), cfg)
+    m0 = learner.fit_session(0, *_tones(0, n=12))
+    a = m0["adaptation"]
+    assert a["l_tune_cka"] == 4 and [c["l_tune"] for c in a["curve"]] == [4, 3]
+    best = max(a["curve"], key=lambda c: (c["accuracy"], c["margin"]))
+    assert a["l_tune"] == best["l_tune"] and a["held_out_accuracy"]["adapted"] == best["accuracy"]
+    if a["kept"]:
+        assert learner.l_tune == a["l_tune"] and min(
+            int(n.split(".")[0].removeprefix("conv_block")) for n in lora_layers(learner.backbone)) == a["l_tune"]
+
+
+@pytest.mark.parametrize("use_reg", [False, True])
+def test_cached_frozen_blocks_train_like_the_whole_backbone(use_reg: bool) -> None:
+    """cache_stem runs the frozen blocks below L_tune once. Without L_reg nothing else changes, so the adapted
+    features equal those of uncached training; with L_reg the masks are drawn once (not every epoch), so only
+    the mechanics are checked."""
+    waves, labels = _tones(0, n=12)
+    out = {}
+    for cache in (False, True):
+        cfg = _tiny_config(e0=2, n_stop=0, rho_layer=1e-9, use_boundary_loss=use_reg, cache_stem=cache,
+                           lr_backbone=0.2)
+        learner = PaceLearner(_tiny_model(), cfg)
+        m0 = learner.fit_session(0, waves, labels)
+        assert m0["adapted"] and learner.l_tune == 4 and ("cache_seconds" in m0) == cache
+        out[cache] = learner.embed(waves)
+    moved = np.abs(out[False] - PaceLearner(_tiny_model(), _tiny_config()).embed(waves)).max()
+    assert moved > 1e-4  # adaptation changed the features
+    if not use_reg:
+        np.testing.assert_allclose(out[True], out[False], rtol=1e-4, atol=1e-5)
+
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_adaptation_that_wrecks_the_features_is_rejected() -> None:
+    """A destructive rate (lr 3, no clipping) degrades the features; the held-out check (accuracy, else the paired
+    margins) must reject it and leave the pretrained backbone, with no artificial margin."""
+    cfg = _tiny_config(do_no_harm=True, e0=2, n_stop=100, rho_layer=0.999999, lr_backbone=3.0, grad_clip=0.0,
+                       l_tune_search=0)
+    learner = PaceLearner(_tiny_model(), cfg)
+    waves, labels = _tones(0, n=12)
+    before = learner.embed(waves)
+    m0 = learner.fit_session(0, waves, labels)
+    a = m0["adaptation"]
+    assert not a["kept"] and learner.frozen and not lora_layers(learner.backbone), a["reason"]
+    assert a["held_out_accuracy"]["adapted"] < a["held_out_accuracy"]["frozen"] or a["paired_margin_z"] <= 2.0
+    np.testing.assert_array_equal(learner.embed(waves), before)

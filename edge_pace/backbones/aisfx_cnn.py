@@ -64,6 +64,20 @@ class AisfxCNN(nn.Module):
         out = x.mean(dim=3).amax(dim=2)
         return (out, layers) if return_layers else out
 
+    def stem(self, feats: torch.Tensor, start: int) -> torch.Tensor:
+        """[B, T, F] frontend features -> the input of block ``start`` (0-based): blocks 0..start-1 applied."""
+        x = feats.unsqueeze(1)
+        for block in self.blocks[:start]:
+            x = block(x)
+        return x
+
+    def embed_from(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """The input of block ``start`` (``stem``) -> [B, D]: blocks start.. and the pooling.
+        ``embed_from(stem(f, k), k) == embed_features(f)`` for every k."""
+        for block in self.blocks[start:]:
+            x = block(x)
+        return x.mean(dim=3).amax(dim=2)
+
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         return self.embed_features(self.frontend(wave))
 

@@ -186,22 +186,39 @@ class EATViT(nn.Module):
             raise ValueError(f"{self.name}: {feats.shape[1]} frames is too short, need at least {cfg.patch} "
                              f"(one patch row; {self.min_samples} samples at {self.sample_rate} Hz)")
 
-    def encode(self, feats: torch.Tensor, return_layers: bool = False):
-        """[B, T, n_mels] -> all tokens [B, 1 + (T // p) * (n_mels // p), D] (CLS first), and each block's
-        tokens when asked. Frames beyond the last full patch row are dropped."""
+    def tokens(self, feats: torch.Tensor) -> torch.Tensor:
+        """[B, T, n_mels] -> the tokens entering the first block [B, 1 + (T // p) * (n_mels // p), D] (CLS first).
+        Frames beyond the last full patch row are dropped."""
         self._check_feats(feats)
         x = self.local_encoder(feats)  # [B, D, rows, cols]
         rows = x.shape[2]
         x = x.flatten(2).transpose(1, 2)  # time-major tokens
         x = x + self.positions(rows).to(x.dtype)
         x = torch.cat([self.extra_tokens.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
-        x = self.pre_norm(x)
+        return self.pre_norm(x)
+
+    def encode(self, feats: torch.Tensor, return_layers: bool = False):
+        """[B, T, n_mels] -> all tokens after the last block (CLS first), and each block's tokens when asked."""
+        x = self.tokens(feats)
         layers = []
         for block in self.blocks:
             x = block(x)
             if return_layers:
                 layers.append(x)
         return (x, layers) if return_layers else x
+
+    def stem(self, feats: torch.Tensor, start: int) -> torch.Tensor:
+        """[B, T, n_mels] -> the tokens entering block ``start`` (0-based)."""
+        x = self.tokens(feats)
+        for block in self.blocks[:start]:
+            x = block(x)
+        return x
+
+    def embed_from(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """The tokens entering block ``start`` (``stem``) -> [B, D]: blocks start.. and the pooling."""
+        for block in self.blocks[start:]:
+            x = block(x)
+        return self.pool(x)
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
         """[B, 1 + N, D] -> [B, D]: the CLS token (``pool='cls'``) or the mean of the patch tokens."""

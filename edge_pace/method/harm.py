@@ -6,18 +6,22 @@ FSA exists to prepare the backbone for the classes the device learns later. So s
   seeded generator) are held out as "new" classes; FSA (probe and training) sees only the other classes.
   The held-out classes' clips are split per class into an enrol part and a test part (half each, at least
   one clip in each).
-* ``held_out_accuracy``: the device's classifier on given backbone embeddings: the session-0 standardisation
-  and random projection (``projection``), ``AnalyticClassifier.learn`` on the adapted classes' clips plus the
-  held-out classes' enrol clips (the device learns new classes next to the session-0 ones), gamma by the
-  device's own rule (``choose_gamma``, runtime/gamma.py), accuracy on the held-out classes' test clips.
-* The learner (``PaceLearner._fsa``) evaluates this after every FSA epoch (early stopping: the best epoch's
-  adapter state is kept; ties go to the earlier epoch, the smaller change), for each learning rate of
-  ``fsa_lrs``, and compares the best with the frozen backbone's accuracy on the same split. The adapted
-  backbone is kept only when it is better by more than ``holdout_margin`` (strictly better by default);
-  otherwise every LoRA adapter is removed, the backbone is exactly the pretrained one, and it stays frozen
-  for good (no MSA: adaptation that did not help on session 0's held-out classes is not retried on the
-  smaller later sessions). ``decision`` writes the record that goes into the session metrics, the checkpoint
-  config and the bundle manifest.
+* ``held_out_score``: the device's classifier on given backbone embeddings: the session-0 standardisation and
+  random projection (``projection``), ``AnalyticClassifier.learn`` on the adapted classes' clips plus one half of
+  the held-out classes' clips (the device learns new classes next to the session-0 ones), gamma by the device's own
+  rule (``choose_gamma``, runtime/gamma.py), tested on the other half; then the halves swap (two folds), so every
+  held-out clip is tested once. It returns the accuracy and, per clip, the ridge margin (true-class score minus
+  the best other score), taken at the frozen backbone's gammas so that a smaller gamma cannot win by scale.
+* The learner (``PaceLearner._fsa``) evaluates this after every FSA epoch, for each L_tune candidate (the CKA
+  probe's choice and ``l_tune_search`` earlier blocks) and each learning rate of ``fsa_lrs``; the best
+  (``rank_key``: accuracy, then mean margin; ties go to the earlier, the smaller change) is compared with the
+  frozen backbone on the same clips (``better``): kept when its accuracy is higher by more than
+  ``holdout_margin``, or, when the accuracies tie (they saturate at 100 % on easy held-out classes: measured on
+  the real recordings), when its margins are higher by more than ``holdout_margin_z`` standard errors of the
+  paired per-clip differences. Otherwise every LoRA adapter is removed, the backbone is exactly the pretrained
+  one, and it stays frozen for good (no MSA: adaptation that did not help on session 0's held-out classes is
+  not retried on the smaller later sessions). ``decision`` writes the record that goes into the session
+  metrics, the checkpoint config and the bundle manifest.
 
 The kept adapter is the validated one, trained without the held-out classes' clips (they still go into the
 analytic classifier with every other session-0 clip): that is what makes "never worse than frozen on the
@@ -79,46 +83,122 @@ def holdout_split(labels: Sequence[str], fraction: float, g: torch.Generator) ->
                         torch.as_tensor(sorted(enrol)), torch.as_tensor(sorted(test)))
 
 
-def held_out_accuracy(emb: np.ndarray, labels: Sequence[str], split: HoldoutSplit, d_proj: int, proj_seed: int,
-                      standardize: str, prior: float, grid: Sequence[float], criterion: str) -> dict[str, Any]:
-    """Accuracy on the held-out test clips of the device classifier fitted on train + enrol clips of ``emb``
-    ([n, D] backbone embeddings of all session-0 clips), with the device's gamma rule. Returns
-    ``{"accuracy", "gamma"}``."""
-    lab = np.asarray(labels)
-    fit = np.concatenate([split.train.numpy(), split.enrol.numpy()]).astype(int)
-    mean = scale = None
-    if standardize != "none" and len(fit) >= 2:
-        mean, scale = embedding_stats(emb[fit], standardize)
-    proj = RandomProjection(emb.shape[1], d_proj, proj_seed, mean, scale)
-    clf = AnalyticClassifier(d_proj, prior, keep_features=True)
-    clf.learn(proj.numpy(emb[fit]), list(lab[fit]))
+def _fold(Z: np.ndarray, lab: np.ndarray, fit: np.ndarray, test: np.ndarray, prior: float, grid: Sequence[float],
+          criterion: str, ref_gamma: float | None) -> tuple[int, np.ndarray, float]:
+    """One fold: the device classifier fitted on ``fit`` rows (gamma by its rule), tested on ``test`` rows.
+    Returns (correct, margins, gamma); margins are taken at ``ref_gamma`` when given (else at the own gamma)."""
+    clf = AnalyticClassifier(Z.shape[1], prior, keep_features=True)
+    clf.learn(Z[fit], list(lab[fit]))
     clf.choose_gamma(prior, grid, criterion)
-    test = split.test.numpy().astype(int)
-    pred = np.asarray(clf.predict(proj.numpy(emb[test])))
-    return {"accuracy": float(np.mean(pred == lab[test])), "gamma": float(clf.gamma)}
+    gamma = float(clf.gamma)
+    correct = int(np.sum(np.asarray(clf.predict(Z[test])) == lab[test]))
+    if ref_gamma is not None:
+        clf.set_gamma(ref_gamma)
+    S = clf.scores(Z[test])
+    own = np.asarray([clf.classes.index(c) for c in lab[test]])
+    true = S[np.arange(len(test)), own]
+    S[np.arange(len(test)), own] = -np.inf
+    return correct, true - S.max(axis=1), gamma
+
+
+def held_out_score(emb: np.ndarray, labels: Sequence[str], split: HoldoutSplit, d_proj: int, proj_seed: int,
+                   standardize: str, prior: float, grid: Sequence[float], criterion: str,
+                   ref_gammas: Sequence[float] | None = None) -> dict[str, Any]:
+    """How well the device classifier on ``emb`` ([n, D] backbone embeddings of all session-0 clips) serves the
+    held-out classes, in two folds so that every held-out clip is tested once: fit on train + enrol, test on
+    test; then fit on train + test, test on enrol (gamma by the device's rule in each fold).
+
+    Returns ``accuracy`` (over all held-out clips), ``margin`` (mean ridge margin: score of the true class minus
+    the best other score; continuous, so it still ranks backbones when both get every clip right), the per-clip
+    ``margins`` (same clip order for any ``emb``: paired comparisons), the folds' ``gammas`` and ``n_test``. ``ref_gammas`` (the frozen backbone's per-fold gammas): margins are taken at those
+    gammas, so that a backbone whose rule picks a smaller gamma does not win on margin by scale alone."""
+    lab = np.asarray(labels)
+    train, enrol, test = (split.train.numpy().astype(int), split.enrol.numpy().astype(int),
+                          split.test.numpy().astype(int))
+    fit_all = np.concatenate([train, enrol, test])
+    mean = scale = None
+    if standardize != "none" and len(fit_all) >= 2:  # session-0 statistics, as the learner computes them
+        mean, scale = embedding_stats(emb[fit_all], standardize)
+    Z = RandomProjection(emb.shape[1], d_proj, proj_seed, mean, scale).numpy(emb)
+    correct, margins, gammas = 0, [], []
+    for k, (fit, held) in enumerate(((np.concatenate([train, enrol]), test), (np.concatenate([train, test]), enrol))):
+        if len(held) == 0:
+            continue
+        c, m, gam = _fold(Z, lab, fit, held, prior, grid, criterion, None if ref_gammas is None else ref_gammas[k])
+        correct += c
+        margins.append(m)
+        gammas.append(gam)
+    m = np.concatenate(margins)
+    return {"accuracy": correct / len(m), "margin": float(m.mean()), "margins": m, "gamma": gammas[0],
+            "gammas": gammas, "n_test": int(len(m))}
+
+
+def held_out_accuracy(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Alias of ``held_out_score`` (its ``accuracy`` is the held-out accuracy)."""
+    return held_out_score(*args, **kwargs)
+
+
+def rank_key(r: dict[str, Any]) -> tuple[float, float]:
+    """Order of candidates (epochs, learning rates, L_tune): held-out accuracy, then mean ridge margin."""
+    return (r["accuracy"], r["margin"])
+
+
+def better(a: dict[str, Any], b: dict[str, Any], acc_margin: float = 0.0, margin_z: float = 2.0) -> bool:
+    """Whether held-out score ``a`` (adapted) beats ``b`` (frozen) on the same clips: accuracy higher by more than
+    ``acc_margin``; or accuracy at least ``acc_margin`` higher (equal, by default) and the per-clip ridge margins
+    higher on average by more than ``margin_z`` standard errors of the paired differences. The margin test is
+    what keeps the check from saturating when both get every held-out clip right; being paired and scaled by its
+    own noise, it needs no threshold in score units."""
+    if a["accuracy"] > b["accuracy"] + acc_margin:
+        return True
+    if a["accuracy"] < b["accuracy"] + acc_margin:
+        return False
+    d = np.asarray(a["margins"], dtype=np.float64) - np.asarray(b["margins"], dtype=np.float64)
+    if len(d) < 2:
+        return False
+    se = float(d.std(ddof=1) / np.sqrt(len(d)))
+    return bool(d.mean() > margin_z * se and d.mean() > 0)
+
+
+def paired_z(a: dict[str, Any], b: dict[str, Any]) -> float | None:
+    """Mean paired margin difference a - b in units of its standard error (None with fewer than two clips)."""
+    d = np.asarray(a["margins"], dtype=np.float64) - np.asarray(b["margins"], dtype=np.float64)
+    if len(d) < 2:
+        return None
+    se = float(d.std(ddof=1) / np.sqrt(len(d)))
+    return float(d.mean() / se) if se > 0 else (0.0 if d.mean() == 0 else float(np.sign(d.mean()) * np.inf))
 
 
 def decision(frozen: dict[str, Any] | None, best: dict[str, Any] | None, margin: float,
-             split: HoldoutSplit | None, reason: str | None = None) -> dict[str, Any]:
-    """The do-no-harm record: ``kept`` (adapted backbone kept), held-out accuracies (adapted = the best epoch),
-    the chosen epoch and learning rate, the split, and why."""
-    out: dict[str, Any] = {"kept": False, "margin": float(margin),
+             split: HoldoutSplit | None, reason: str | None = None, margin_z: float = 2.0) -> dict[str, Any]:
+    """The do-no-harm record: ``kept`` (adapted backbone kept), held-out accuracies and ridge margins (adapted = the
+    best candidate), the chosen epoch, learning rate and L_tune, the split, and why."""
+    out: dict[str, Any] = {"kept": False, "margin": float(margin), "margin_z": float(margin_z),
                            "held_out_accuracy": {"frozen": None if frozen is None else frozen["accuracy"],
                                                  "adapted": None if best is None else best["accuracy"]},
+                           "held_out_margin": {"frozen": None if frozen is None else frozen.get("margin"),
+                                               "adapted": None if best is None else best.get("margin")},
                            "split": None if split is None else split.describe()}
     if best is not None:
-        out.update(epoch=best["epoch"], lr=best["lr"], gamma={"frozen": frozen["gamma"], "adapted": best["gamma"]})
+        out.update(epoch=best["epoch"], lr=best["lr"], l_tune=best.get("l_tune"),
+                   gamma={"frozen": frozen["gamma"], "adapted": best["gamma"]})
     if reason is None:
         assert frozen is not None and best is not None
-        out["kept"] = best["accuracy"] > frozen["accuracy"] + margin
+        out["kept"] = better(best, frozen, margin, margin_z)
+        z = paired_z(best, frozen)
+        out["paired_margin_z"] = z
         verb = "beats" if out["kept"] else "does not beat"
-        reason = (f"adapted backbone (epoch {best['epoch']}, lr {best['lr']:g}) {verb} the frozen one on the "
-                  f"held-out classes: {100 * best['accuracy']:.1f} % vs {100 * frozen['accuracy']:.1f} % "
-                  f"(margin {100 * margin:.1f} points)")
+        where = f"L_tune {best['l_tune']}, " if best.get("l_tune") is not None else ""
+        reason = (f"adapted backbone ({where}epoch {best['epoch']}, lr {best['lr']:g}) {verb} the frozen one on the "
+                  f"held-out classes: {100 * best['accuracy']:.1f} % vs {100 * frozen['accuracy']:.1f} % of "
+                  f"{frozen.get('n_test', '?')} clips, ridge margin {best['margin']:.3f} vs {frozen['margin']:.3f} "
+                  f"(paired z {'n/a' if z is None else format(z, '.2f')}; needs accuracy > frozen + {100 * margin:.1f} "
+                  f"points, or not lower and margins higher by > {margin_z:g} standard errors)")
         if not out["kept"]:
             reason += "; frozen backbone kept"
     out["reason"] = reason
     return out
 
 
-__all__ = ["HoldoutSplit", "holdout_split", "held_out_accuracy", "decision"]
+__all__ = ["HoldoutSplit", "holdout_split", "held_out_score", "held_out_accuracy", "rank_key", "better", "paired_z",
+           "decision"]

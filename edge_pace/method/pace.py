@@ -2,18 +2,24 @@
 with subspace-projected LoRA, boundary-aware perturbation, and the analytic classifier.
 
 Session 0 (``_fsa``), with do-no-harm (``do_no_harm``, method/harm.py): ~1/3 of its classes are held out;
-  steps 1-2 see only the others, and after every FSA epoch the device classifier's accuracy on the held-out
-  classes (enrol/test split, the device's gamma rule) is measured. The best epoch (and learning rate of
-  ``fsa_lrs``) is kept only if it beats the frozen backbone there; otherwise the adapters are dropped and
-  the pretrained backbone stays, frozen for good. The decision is ``self.adaptation`` (metrics, checkpoint,
-  bundle manifest).
+  steps 1-2 see only the others, and after every FSA epoch the device classifier is scored on the held-out
+  classes (two folds, the device's gamma rule; accuracy, then per-clip ridge margins). The best epoch, L_tune
+  candidate (and learning rate of ``fsa_lrs``) is kept only if it beats the frozen backbone there (higher
+  accuracy, or equal accuracy and margins higher by ``holdout_margin_z`` paired standard errors); otherwise the
+  adapters are dropped and the pretrained backbone stays, frozen for good. The decision is ``self.adaptation``
+  (metrics, checkpoint, bundle manifest).
   1. CKA probe: a copy of the pretrained backbone gets LoRA on every block and is trained like FSA at the
      probe's own small rate (``probe_lr``, clipped steps, so it does not destroy what it measures). Per
      block, linear CKA s_k between the probe's and the pretrained model's pooled block outputs. k* = argmax_k
      [s_k < rho_layer] (the first block below), L_tune = k* + 1 (1-based): that block and every later one are
-     adapted; none below -> only the last block. The probe is discarded.
+     adapted; none below -> only the last block. The probe is discarded. The probe's L_tune and up to
+     ``l_tune_search`` earlier blocks are the candidates, each trained as in step 2 and scored on the held-out
+     classes.
   2. Staged training: a head alone (backbone frozen) for head_epochs at lr_head, then LoRA on blocks >=
      L_tune for e0 epochs at lr_backbone, loss CE + lambda * L_reg, gradient norm clipped to grad_clip.
+     ``cache_stem``: the frozen blocks below L_tune run once per candidate (every session-0 clip, and N_p
+     spectrogram-masked copies of each training clip, masks drawn once rather than every epoch); training and
+     the held-out scoring then run only the adapted blocks (``fsa.FromBlock``).
   3. The head is dropped: z = ReLU(standardised f(x) W_proj) -> AnalyticClassifier, gamma re-chosen every
      session by leave-one-clip-out (runtime/gamma.py, the device's rule).
 Sessions t >= 1 (``_msa``), while the backbone is not frozen: a fresh LoRA per layer (older frozen), head stage
@@ -32,7 +38,6 @@ The backbone always runs in eval mode, also while adapting (BatchNorm running st
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from collections.abc import Sequence
@@ -47,29 +52,15 @@ from torch.nn import functional as F
 from edge_pace import backbones
 from edge_pace.backbones.branches import (MultiBranch, branch_stats, describe_branches, frozen_embeddings,
                                           trainable_branch)
-from edge_pace.method.cka import layerwise_cka
 from edge_pace.method.config import PaceConfig
-from edge_pace.method.harm import decision, held_out_accuracy, holdout_split
-from edge_pace.method.lora import (LoRAAdapter, add_lora, drop_lora, freeze_backbone, lora_layers, lora_parameters,
-                                   unlearned)
+from edge_pace.method.fsa import choose_l_tune, first_session  # noqa: F401  (choose_l_tune: public here too)
+from edge_pace.method.lora import LoRAAdapter, add_lora, freeze_backbone, lora_layers, lora_parameters, unlearned
 from edge_pace.method.perturb import boundary_loss, boundary_mask, spec_masks
 from edge_pace.method.projection import RandomProjection, embedding_stats
 from edge_pace.method.subspace import GradientProjector, collect_inputs
 from edge_pace.method.training import (CosineHead, as_waves, autocast, embed_features, frontend_features, linear_head,
                                        resolve_device, run_epochs, sgd, trainable)
 from edge_pace.runtime.analytic import AnalyticClassifier
-
-
-def choose_l_tune(cka: Sequence[float], rho_layer: float) -> int:
-    """1-based L_tune from per-block CKA values s_0..s_{L-1} (0-based blocks).
-
-    k* = argmax_k [s_k < rho_layer] (the first block below rho_layer), L_tune = k* + 1; blocks
-    L_tune..L (1-based) are adapted. No block below rho_layer -> L_tune = L (only the last block).
-    """
-    if len(cka) == 0:
-        raise ValueError("choose_l_tune needs at least one CKA value")
-    below = [k for k, s in enumerate(cka) if s < rho_layer]
-    return (below[0] + 1) if below else len(cka)
 
 
 class PaceLearner:
@@ -223,9 +214,12 @@ class PaceLearner:
 
     def _train_backbone(self, model: nn.Module, head: nn.Module, groups: list[tuple[list[nn.Parameter], float]],
                         feats: torch.Tensor, y: torch.Tensor, epochs: int, g: torch.Generator,
-                        use_reg: bool, description: str, on_epoch=None) -> dict[str, Any]:
-        """LoRA (and, for naive FSA, head) training with CE + lambda * L_reg on [n, T, F] features; gradient norm
-        clipped to ``grad_clip``; the backbone stays in eval mode (BatchNorm statistics frozen, no dropout)."""
+                        use_reg: bool, description: str, on_epoch=None, bank: torch.Tensor | None = None
+                        ) -> dict[str, Any]:
+        """LoRA (and, for naive FSA, head) training with CE + lambda * L_reg on [n, T, F] features (or, through a
+        ``FromBlock`` model (method/fsa.py), cached activations [n, ...] with their masked copies' activations ``bank`` [n, N_p,
+        ...]); gradient norm clipped to ``grad_clip``; the backbone stays in eval mode (BatchNorm statistics frozen,
+        no dropout)."""
         cfg = self.config
         params = [p for ps, _ in groups for p in ps]
         trainable(params, True)
@@ -240,7 +234,7 @@ class PaceLearner:
             xb, yb = feats[idx], y[idx].to(self.device)
             b = len(idx)
             if use_reg:
-                copies = spec_masks(xb, npt, cfg.r_time, cfg.r_freq, g)
+                copies = bank[idx] if bank is not None else spec_masks(xb, npt, cfg.r_time, cfg.r_freq, g)
                 xb = torch.cat([xb, copies.reshape(-1, *xb.shape[1:])])
             with autocast(self.device, cfg.amp):
                 f = model.embed_features(xb.to(self.device)).float()
@@ -268,98 +262,9 @@ class PaceLearner:
         trainable(params, False)
         return stats
 
-    # ---- FSA ------------------------------------------------------------------------------------------
-    def _probe(self, feats: torch.Tensor, y: torch.Tensor, n_classes: int, g: torch.Generator,
-               metrics: dict[str, Any]) -> list[float]:
-        cfg = self.config
-        probe = copy.deepcopy(self.backbone)
-        freeze_backbone(probe)
-        add_lora(probe, range(self.n_blocks), cfg.lora_rank, cfg.lora_alpha, 0, self.lora_targets, g)
-        head = self._new_head(n_classes, g)
-        self._train_head(head, probe, feats, y, g, "probe: head")
-        st = self._train_backbone(probe, head, [(lora_parameters(probe, 0), cfg.probe_lr)], feats, y, cfg.e0, g,
-                                  cfg.probe_boundary_loss and cfg.use_boundary_loss, "probe: LoRA, all blocks")
-        n = len(feats)
-        sub = torch.randperm(n, generator=g)[:cfg.cka_max_samples].sort().values if n > cfg.cka_max_samples \
-            else torch.arange(n)
-        ref = self._layer_features(self.backbone, feats[sub])
-        new = self._layer_features(probe, feats[sub])
-        del probe
-        cka = layerwise_cka(new, ref)
-        metrics["probe_loss"] = st["loss"]
-        return cka
-
-    def _held_out(self, feats: torch.Tensor, labels: list[str], split) -> dict[str, Any]:
-        cfg = self.config
-        emb = self._embed(feats).float().cpu().numpy()
-        return held_out_accuracy(emb, labels, split, cfg.d_proj, cfg.proj_seed, cfg.standardize, cfg.gamma_fallback,
-                                 cfg.gamma_grid, cfg.gamma_criterion)
-
+    # ---- FSA (method/fsa.py) ----------------------------------------------------------------------------
     def _fsa(self, feats: torch.Tensor, labels: list[str], g: torch.Generator, metrics: dict[str, Any]) -> None:
-        """Improved FSA with do-no-harm validation (method/harm.py): probe, staged training on the adapted classes,
-        early stopping and learning rate by held-out-class accuracy, adapted backbone kept only if it beats the
-        frozen one there. BatchNorm statistics stay frozen (eval mode) throughout, steps are norm-clipped."""
-        cfg = self.config
-        t = time.perf_counter()
-        split = holdout_split(labels, cfg.holdout_fraction, g) if cfg.do_no_harm else None
-        if cfg.do_no_harm and split is None:
-            self.frozen, self.adaptation = True, decision(None, None, cfg.holdout_margin, None, (
-                "session 0 cannot be split into adapted and held-out classes (needs >= 3 classes and a held-out "
-                "class with >= 2 clips): nothing to validate adaptation on, frozen backbone kept"))
-            metrics.update(cka=None, l_tune=None, adapted=False, adaptation=self.adaptation,
-                           fsa_seconds=time.perf_counter() - t)
-            return
-        train = split.train if split is not None else torch.arange(len(feats))
-        classes = list(dict.fromkeys(labels[int(i)] for i in train))
-        ft = feats[train]
-        yt = torch.tensor([classes.index(labels[int(i)]) for i in train])
-        frozen = self._held_out(feats, labels, split) if split is not None else None
-        if cfg.naive_fsa:
-            self.l_tune, self.cka = 1, None
-        else:
-            self.cka = self._probe(ft, yt, len(classes), g, metrics)
-            self.l_tune = choose_l_tune(self.cka, cfg.rho_layer)
-            metrics["probe_seconds"] = time.perf_counter() - t
-        best: dict[str, Any] | None = None
-        curve: list[dict[str, Any]] = []
-        for lr in cfg.fsa_lrs or (cfg.lr_backbone,):
-            drop_lora(self.backbone)
-            adapters = add_lora(self.backbone, range(self.tune_start, self.n_blocks), cfg.lora_rank, cfg.lora_alpha,
-                                0, self.lora_targets, g)
-            head = self._new_head(len(classes), g)
-            groups = [(lora_parameters(self.backbone, 0), lr)]
-            if cfg.naive_fsa:  # no staging: head and LoRA together
-                groups.insert(0, (list(head.parameters()), cfg.lr_head))
-            else:
-                metrics["head_loss"] = self._train_head(head, self.backbone, ft, yt, g, "FSA: head")
-
-            def on_epoch(epoch: int, lr: float = lr) -> None:
-                nonlocal best
-                if split is None:
-                    return
-                r = {**self._held_out(feats, labels, split), "epoch": epoch, "lr": lr}
-                curve.append(r)
-                if best is None or r["accuracy"] > best["accuracy"]:
-                    best = {**r, "state": [p.detach().clone() for p in lora_parameters(self.backbone, 0)]}
-
-            st = self._train_backbone(self.backbone, head, groups, ft, yt, cfg.e0, g, cfg.use_boundary_loss,
-                                      f"FSA: LoRA, blocks >= {self.l_tune}, lr {lr:g}", on_epoch)
-        adapted = True
-        if split is not None:
-            self.adaptation = decision(frozen, best, cfg.holdout_margin, split, None if best is not None else
-                                       "e0 = 0: no adaptation epoch to validate; frozen backbone kept")
-            self.adaptation["curve"] = [{k: r[k] for k in ("epoch", "lr", "accuracy", "gamma")} for r in curve]
-            adapted = bool(self.adaptation["kept"])
-            if adapted:  # the best epoch's adapters (the structure is the same for every learning rate)
-                with torch.no_grad():
-                    for p, v in zip(lora_parameters(self.backbone, 0), best["state"]):
-                        p.copy_(v)
-            else:  # exactly the pretrained backbone, frozen for good
-                drop_lora(self.backbone)
-                adapters, self.frozen = {}, True
-            metrics["adaptation"] = self.adaptation
-        metrics.update(cka=self.cka, l_tune=self.l_tune, adapted=adapted, adapted_layers=list(adapters),
-                       train=st, fsa_seconds=time.perf_counter() - t)
+        first_session(self, feats, labels, g, metrics)
 
     # ---- MSA ------------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -1,0 +1,144 @@
+"""The PACE bench of issue 12: methods x the five offline benchmarks (four synthetic at scale 1.0 + the real
+recordings, all clips) x seeds (class orders), on both cores, as mean +- std.
+
+Each (benchmark, seed) is one `edge-pace bench` process on one thread (`--threads 1 --resume`), two at a time
+(``--jobs``), largest benchmarks first; the frozen-backbone embeddings are cached on disk and shared
+(`edge_pace.evaluation.frozen.EmbeddingCache`), PACE caches the frozen blocks below L_tune (``cache_stem``).
+A rerun keeps every finished run whose settings match. The table (``table.md`` in ``--out``; printed) gives last
+and average incremental accuracy per method and benchmark, mean +- std over seeds, the mean wall time of a run,
+and the whole bench's wall time. ``--e0 paper`` takes the paper's E0 per dataset (``PAPER_E0``).
+
+    .venv/bin/python benchmarks/pace_bench.py --data out/data --out out/pace_bench --seeds 0,1,2 --e0 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edge_pace.method.config import paper_e0  # noqa: E402
+
+BENCHMARKS = ("keywords", "real", "environment", "instruments", "speakers")  # largest first
+KINDS = {"real": "real", "keywords": "synth:keywords", "environment": "synth:environment",
+         "instruments": "synth:instruments", "speakers": "synth:speakers"}
+METHODS = ("acil", "simplecil", "pace", "pace-no-msa", "pace-no-lreg", "pace-naive-fsa", "ranpac", "joint",
+           "finetune")
+LABELS = {"finetune": "finetune (lower bound)", "simplecil": "SimpleCIL (frozen)", "acil": "ACIL (frozen)",
+          "ranpac": "RanPAC with FSA", "joint": "joint (upper bound)", "pace": "**PACE**",
+          "pace-no-msa": "PACE without MSA", "pace-no-lreg": "PACE without L_reg",
+          "pace-naive-fsa": "PACE with naive FSA"}
+
+
+def run_tasks(args: argparse.Namespace) -> float:
+    """Run every (benchmark, seed) task, ``args.jobs`` at a time; returns the wall seconds."""
+    tasks = [(b, s) for b in args.benchmarks for s in args.seeds]
+    waiting, running = list(tasks), []
+    t0 = time.perf_counter()
+    while waiting or running:
+        while waiting and len(running) < args.jobs:
+            b, s = waiting.pop(0)
+            e0 = paper_e0(KINDS[b]) if args.e0 == "paper" else int(args.e0)
+            out = args.out / f"{b}_s{s}"
+            cmd = [sys.executable, "-m", "edge_pace.cli", "bench", "--data", str(args.data), "--benchmarks", b,
+                   "--methods", ",".join(args.methods), "--seed", str(s), "--e0", str(e0), "--threads", "1",
+                   "--quiet", "--resume", "--out", str(out), "--cache", str(args.out / "cache")]
+            for kv in args.set or []:
+                cmd += ["--set", kv]
+            log = open(args.out / f"{b}_s{s}.log", "a")
+            print(f"[{time.perf_counter() - t0:7.0f} s] start {b} seed {s} (e0 {e0})", flush=True)
+            running.append((b, s, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                                   env={**__import__("os").environ, "OMP_NUM_THREADS": "1",
+                                                        "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}), log))
+        time.sleep(2)
+        for item in list(running):
+            b, s, proc, log = item
+            if proc.poll() is not None:
+                log.close()
+                running.remove(item)
+                print(f"[{time.perf_counter() - t0:7.0f} s] done {b} seed {s}: exit {proc.returncode}", flush=True)
+    return time.perf_counter() - t0
+
+
+def collect(out: Path) -> dict[tuple[str, str], list[dict]]:
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for f in sorted(out.glob("*_s*/results.json")):
+        for r in json.loads(f.read_text()).get("runs", []):
+            if r.get("error"):
+                continue
+            runs.setdefault((r["benchmark"], r["method"]), []).append(r)
+    return runs
+
+
+def fmt(values: list[float]) -> str:
+    if not values:
+        return "–"
+    v = 100 * np.asarray(values)
+    return f"{v.mean():.2f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.2f}"
+
+
+def table(runs: dict[tuple[str, str], list[dict]], benchmarks, methods, wall: float | None) -> str:
+    lines = ["| method | " + " | ".join(f"{b} last / avg" for b in benchmarks) + " | mean last | s per run |",
+             "|---|" + "---|" * (len(benchmarks) + 2)]
+    for m in methods:
+        cells, lasts, secs = [], [], []
+        for b in benchmarks:
+            rs = runs.get((b, m), [])
+            last = [r["metrics"]["last_accuracy"] for r in rs]
+            avg = [r["metrics"]["average_incremental_accuracy"] for r in rs]
+            cells.append(f"{fmt(last)} / {fmt(avg)} (n={len(rs)})" if rs else "–")
+            if rs:
+                lasts.append(np.mean(last))
+                secs += [r["seconds"] for r in rs]
+        mean_last = f"{100 * np.mean(lasts):.2f}" if len(lasts) == len(benchmarks) else "–"
+        lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + f" | {mean_last} | "
+                     f"{np.mean(secs):.0f} |" if secs else f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " | – | – |")
+    # what adaptation did: PACE's do-no-harm decisions
+    kept = [(b, h[0]["adaptation"]) for (b, m), rs in runs.items() if m == "pace" for r in rs
+            for h in [r.get("history") or [{}]] if h and "adaptation" in h[0]]
+    if kept:
+        lines.append("")
+        lines.append("PACE session 0 (do-no-harm): " + "; ".join(
+            f"{b}: {'kept' if a['kept'] else 'frozen'} (held-out {100 * (a['held_out_accuracy']['adapted'] or 0):.1f}"
+            f" vs {100 * (a['held_out_accuracy']['frozen'] or 0):.1f} %, z {a.get('paired_margin_z') or 0:.1f}, "
+            f"L_tune {a.get('l_tune')})" for b, a in sorted(kept, key=lambda x: x[0])))
+    if wall is not None:
+        lines.append(f"\nwhole bench: {wall / 60:.1f} min wall on this machine")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=ROOT / "out" / "data")
+    ap.add_argument("--out", type=Path, default=ROOT / "out" / "pace_bench")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--benchmarks", default=",".join(BENCHMARKS))
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--e0", default="2", help="FSA epochs, or 'paper' (the paper's E0 per dataset)")
+    ap.add_argument("--jobs", type=int, default=2, help="processes at a time (one thread each)")
+    ap.add_argument("--set", action="append", help="PaceConfig override KEY=VALUE (repeatable)")
+    ap.add_argument("--table-only", action="store_true", help="only collect and print the table")
+    args = ap.parse_args()
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.benchmarks = [b for b in args.benchmarks.split(",") if b]
+    args.methods = [m for m in args.methods.split(",") if m]
+    unknown = [b for b in args.benchmarks if b not in KINDS]
+    if unknown:
+        ap.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(KINDS)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    wall = None if args.table_only else run_tasks(args)
+    text = table(collect(args.out), args.benchmarks, args.methods, wall)
+    (args.out / "table.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
