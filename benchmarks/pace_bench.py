@@ -74,6 +74,7 @@ def collect(out: Path) -> dict[tuple[str, str], list[dict]]:
         for r in json.loads(f.read_text()).get("runs", []):
             if r.get("error"):
                 continue
+            r["settings_seed"] = f.parent.name.rsplit("_s", 1)[1]
             runs.setdefault((r["benchmark"], r["method"]), []).append(r)
     return runs
 
@@ -101,6 +102,15 @@ def table(runs: dict[tuple[str, str], list[dict]], benchmarks, methods, wall: fl
         mean_last = f"{100 * np.mean(lasts):.2f}" if len(lasts) == len(benchmarks) else "–"
         lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + f" | {mean_last} | "
                      f"{np.mean(secs):.0f} |" if secs else f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " | – | – |")
+    # paired differences (same class orders): what adaptation adds over the frozen backbone, per benchmark
+    for a, b_ in (("pace", "acil"), ("joint", "acil"), ("joint", "pace"), ("ranpac", "acil")):
+        cells = []
+        for b in benchmarks:
+            x = {r["settings_seed"]: r["metrics"]["last_accuracy"] for r in runs.get((b, a), [])}
+            y = {r["settings_seed"]: r["metrics"]["last_accuracy"] for r in runs.get((b, b_), [])}
+            common = sorted(set(x) & set(y))
+            cells.append(f"{fmt([x[k] - y[k] for k in common])} (n={len(common)})" if common else "–")
+        lines.append(f"| {a} − {b_} (last, paired) | " + " | ".join(cells) + " | | |")
     # what adaptation did: PACE's do-no-harm decisions
     kept = [(b, h[0]["adaptation"]) for (b, m), rs in runs.items() if m == "pace" for r in rs
             for h in [r.get("history") or [{}]] if h and "adaptation" in h[0]]
@@ -110,6 +120,11 @@ def table(runs: dict[tuple[str, str], list[dict]], benchmarks, methods, wall: fl
             f"{b}: {'kept' if a['kept'] else 'frozen'} (held-out {100 * (a['held_out_accuracy']['adapted'] or 0):.1f}"
             f" vs {100 * (a['held_out_accuracy']['frozen'] or 0):.1f} %, z {a.get('paired_margin_z') or 0:.1f}, "
             f"L_tune {a.get('l_tune')})" for b, a in sorted(kept, key=lambda x: x[0])))
+        for b in benchmarks:
+            n = sum(1 for bb, a in kept if bb == b and a["kept"])
+            m = sum(1 for bb, a in kept if bb == b)
+            if m:
+                lines.append(f"- {b}: adaptation kept in {n} of {m} class orders")
     if wall is not None:
         lines.append(f"\nwhole bench: {wall / 60:.1f} min wall on this machine")
     return "\n".join(lines)

@@ -223,6 +223,29 @@ def test_a_multi_branch_learner_keeps_the_frozen_backbone_when_do_no_harm_says_s
     assert learner.features(test).shape == (len(test), 64)
 
 
+def test_do_no_harm_judges_a_multi_branch_backbone_on_the_combined_features(sessions):
+    """The held-out check scores what the classifier will use: the frozen arm's recorded held-out margin is the one
+    of the combined, per-branch conditioned embedding (aisfx + speech), not of aisfx alone."""
+    from edge_pace.method.harm import held_out_score, holdout_split
+    from edge_pace.method.pace import PaceLearner
+
+    _need_weights()
+    (w0, l0), _, _ = sessions
+    cfg = _cfg(do_no_harm=True, e0=1)
+    m = PaceLearner("aisfx+speech", cfg).fit_session(0, w0, l0)
+    record = m["adaptation"]
+    fresh = PaceLearner("aisfx+speech", cfg)  # the pretrained branches
+    split = holdout_split(l0, cfg.holdout_fraction, torch.Generator().manual_seed(0))  # session 0's first draw
+    assert split.held_classes == record["split"]["held_out_classes"]
+    args = (split, cfg.d_proj, cfg.proj_seed, cfg.standardize, cfg.gamma_fallback, cfg.gamma_grid,
+            cfg.gamma_criterion)
+    combined = held_out_score(fresh._combined(w0).cpu().numpy(), l0, *args, stats=fresh._conditioning)
+    alone = held_out_score(fresh._embed(fresh.frontend_features(w0)).cpu().numpy(), l0, *args)
+    assert record["held_out_margin"]["frozen"] == pytest.approx(combined["margin"], rel=1e-5, abs=1e-7)
+    assert record["held_out_accuracy"]["frozen"] == combined["accuracy"]
+    assert abs(alone["margin"] - combined["margin"]) > 1e-4
+
+
 def test_a_multi_branch_module_without_fetched_weights_stores_every_branch(sessions, tmp_path):
     """Given a MultiBranch module (here randomly initialised), the checkpoint stores every branch's base weights and
     rebuilds the same learner."""

@@ -17,8 +17,8 @@ runtime sees only z. The weights are chosen by measurement (README, "Words and v
 ``DEFAULT_WEIGHTS``, or per export by the device's leave-one-clip-out rule (``choose_weights``).
 
 PACE and branches (edge_pace/method/pace.py): the first branch is the trainable one; ``PaceLearner`` takes it as its
-backbone (``trainable_branch``), so the CKA probe, FSA, do-no-harm, MSA and LoRA touch it alone, and the other
-branches stay frozen (their parameters never change: tested bit for bit). Their embeddings of a clip never
+backbone (``trainable_branch``), so the CKA probe, FSA, MSA and LoRA touch it alone (the do-no-harm check scores
+the combined features below, the frozen branches' embeddings appended), and the other branches stay frozen (their parameters never change: tested bit for bit). Their embeddings of a clip never
 change either, so ``frozen_embeddings`` computes them once per session from the waveforms. The classifier's
 features are those of the bundle: the concatenation [adapted first branch, frozen branches], conditioned per
 branch (``branch_stats``, session-0 statistics instead of the calibration audio's) and weighted, folded into

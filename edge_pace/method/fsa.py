@@ -70,14 +70,19 @@ def probe(learner: Learner, feats: torch.Tensor, y: torch.Tensor, n_classes: int
     return cka
 
 
-def held_out(learner: Learner, emb: torch.Tensor, labels: list[str], split,
-             ref: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The held-out score (harm.py) of backbone embeddings [n, D] of all session-0 clips; margins at the frozen
-    backbone's gammas (``ref``) when given."""
+def held_out(learner: Learner, emb: torch.Tensor, labels: list[str], split, ref: dict[str, Any] | None = None,
+             side: torch.Tensor | None = None) -> dict[str, Any]:
+    """The held-out score (harm.py) of backbone embeddings [n, D] of all session-0 clips, as the classifier sees
+    them: with a multi-branch backbone the frozen branches' embeddings ``side`` are appended and conditioned per
+    branch (the learner's own ``_conditioning``). Margins at the frozen backbone's gammas (``ref``) when given."""
     cfg = learner.config
+    stats = None
+    if side is not None:
+        emb = torch.cat([emb.float(), side.to(emb.device).float()], dim=1)
+        stats = learner._conditioning
     return held_out_score(emb.float().cpu().numpy(), labels, split, cfg.d_proj, cfg.proj_seed, cfg.standardize,
                           cfg.gamma_fallback, cfg.gamma_grid, cfg.gamma_criterion,
-                          None if ref is None else ref["gammas"])
+                          None if ref is None else ref["gammas"], stats)
 
 
 def can_cache(learner: Learner, start: int) -> bool:
@@ -112,11 +117,13 @@ def stem_bank(learner: Learner, feats: torch.Tensor, start: int, g: torch.Genera
 
 
 def first_session(learner: Learner, feats: torch.Tensor, labels: list[str], g: torch.Generator,
-                  metrics: dict[str, Any]) -> None:
+                  metrics: dict[str, Any], side: torch.Tensor | None = None) -> None:
     """Improved FSA with do-no-harm validation (method/harm.py): probe, staged training on the adapted classes
     for each L_tune candidate and learning rate, early stopping by held-out-class score, adapted backbone kept
     only if it beats the frozen one there. BatchNorm statistics stay frozen (eval mode) throughout, steps are
-    norm-clipped. With ``cache_stem`` the frozen blocks below L_tune run once per candidate (``FromBlock``)."""
+    norm-clipped. With ``cache_stem`` the frozen blocks below L_tune run once per candidate (``FromBlock``).
+    ``side``: a multi-branch backbone's frozen-branch embeddings of these clips, so that adaptation is judged on
+    the combined features the classifier uses."""
     cfg = learner.config
     t = time.perf_counter()
     split = holdout_split(labels, cfg.holdout_fraction, g) if cfg.do_no_harm else None
@@ -132,7 +139,7 @@ def first_session(learner: Learner, feats: torch.Tensor, labels: list[str], g: t
     classes = list(dict.fromkeys(labels[int(i)] for i in train))
     ft = feats[train]
     yt = torch.tensor([classes.index(labels[int(i)]) for i in train])
-    frozen = held_out(learner, learner._embed(feats), labels, split) if split is not None else None
+    frozen = held_out(learner, learner._embed(feats), labels, split, side=side) if split is not None else None
     if cfg.naive_fsa:
         learner.l_tune, learner.cka = 1, None
     else:
@@ -177,7 +184,7 @@ def first_session(learner: Learner, feats: torch.Tensor, labels: list[str], g: t
                 nonlocal best
                 if split is None:
                     return
-                r = {**held_out(learner, learner._embed(x_all, model), labels, split, frozen), "epoch": epoch,
+                r = {**held_out(learner, learner._embed(x_all, model), labels, split, frozen, side), "epoch": epoch,
                      "lr": lr, "l_tune": l_tune}
                 curve.append(r)
                 if best is None or rank_key(r) > rank_key(best):  # ties: the earlier (smaller change)

@@ -30,7 +30,7 @@ held-out classes" hold by construction, at the price of adapting on fewer classe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,7 +103,8 @@ def _fold(Z: np.ndarray, lab: np.ndarray, fit: np.ndarray, test: np.ndarray, pri
 
 def held_out_score(emb: np.ndarray, labels: Sequence[str], split: HoldoutSplit, d_proj: int, proj_seed: int,
                    standardize: str, prior: float, grid: Sequence[float], criterion: str,
-                   ref_gammas: Sequence[float] | None = None) -> dict[str, Any]:
+                   ref_gammas: Sequence[float] | None = None,
+                   stats: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, Any]:
     """How well the device classifier on ``emb`` ([n, D] backbone embeddings of all session-0 clips) serves the
     held-out classes, in two folds so that every held-out clip is tested once: fit on train + enrol, test on
     test; then fit on train + test, test on enrol (gamma by the device's rule in each fold).
@@ -111,14 +112,16 @@ def held_out_score(emb: np.ndarray, labels: Sequence[str], split: HoldoutSplit, 
     Returns ``accuracy`` (over all held-out clips), ``margin`` (mean ridge margin: score of the true class minus
     the best other score; continuous, so it still ranks backbones when both get every clip right), the per-clip
     ``margins`` (same clip order for any ``emb``: paired comparisons), the folds' ``gammas`` and ``n_test``. ``ref_gammas`` (the frozen backbone's per-fold gammas): margins are taken at those
-    gammas, so that a backbone whose rule picks a smaller gamma does not win on margin by scale alone."""
+    gammas, so that a backbone whose rule picks a smaller gamma does not win on margin by scale alone. ``stats``
+    (embeddings -> projection mean, scale) replaces ``standardize`` where the learner conditions its embedding
+    otherwise (a multi-branch backbone: per branch)."""
     lab = np.asarray(labels)
     train, enrol, test = (split.train.numpy().astype(int), split.enrol.numpy().astype(int),
                           split.test.numpy().astype(int))
     fit_all = np.concatenate([train, enrol, test])
     mean = scale = None
     if standardize != "none" and len(fit_all) >= 2:  # session-0 statistics, as the learner computes them
-        mean, scale = embedding_stats(emb[fit_all], standardize)
+        mean, scale = stats(emb[fit_all]) if stats is not None else embedding_stats(emb[fit_all], standardize)
     Z = RandomProjection(emb.shape[1], d_proj, proj_seed, mean, scale).numpy(emb)
     correct, margins, gammas = 0, [], []
     for k, (fit, held) in enumerate(((np.concatenate([train, enrol]), test), (np.concatenate([train, test]), enrol))):

@@ -263,8 +263,9 @@ class PaceLearner:
         return stats
 
     # ---- FSA (method/fsa.py) ----------------------------------------------------------------------------
-    def _fsa(self, feats: torch.Tensor, labels: list[str], g: torch.Generator, metrics: dict[str, Any]) -> None:
-        first_session(self, feats, labels, g, metrics)
+    def _fsa(self, feats: torch.Tensor, labels: list[str], g: torch.Generator, metrics: dict[str, Any],
+             side: torch.Tensor | None = None) -> None:
+        first_session(self, feats, labels, g, metrics, side)
 
     # ---- MSA ------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -325,8 +326,10 @@ class PaceLearner:
         y = torch.tensor([classes.index(c) for c in labels])
         metrics: dict[str, Any] = {"session": session_index, "n_train": len(w), "classes": classes, "adapted": False}
         feats = self.frontend_features(w)
+        # a multi-branch backbone: the frozen branches' embeddings, once per session (FSA judges on them too)
+        side = self._frozen_branches(w) if self.branches is not None else None
         if session_index == 0:
-            self._fsa(feats, labels, g, metrics)
+            self._fsa(feats, labels, g, metrics, side)
         elif cfg.use_msa and not self.frozen and len(classes) < 2:
             # the MSA head covers the session's classes only (exemplar-free, as in the paper): with one class
             # cross-entropy is constant and no sample can be a boundary sample, so LoRA would get no gradient
@@ -338,8 +341,8 @@ class PaceLearner:
         if not cfg.use_msa or self.msa_samples_seen > cfg.n_stop:
             self.frozen = True
         emb = self._embed(feats)
-        if self.branches is not None:  # + the frozen branches' embeddings, computed once per session
-            emb = torch.cat([emb, self._frozen_branches(w)], dim=1)
+        if side is not None:  # + the frozen branches' embeddings
+            emb = torch.cat([emb, side], dim=1)
         if session_index == 0 and cfg.standardize != "none" and len(emb) >= 2:  # of the (adapted) embedding
             mean, scale = self._conditioning(emb.float().cpu().numpy())
             self.projection = RandomProjection(self.feature_in_dim, cfg.d_proj, cfg.proj_seed, mean,
