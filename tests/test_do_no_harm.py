@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from edge_pace.method.checkpoint import load_checkpoint, save_checkpoint
-from edge_pace.method.harm import better, held_out_score, holdout_split, paired_z
+from edge_pace.method.harm import better, critical_z, held_out_score, holdout_split, mcnemar_z, paired_z
 from edge_pace.method.lora import lora_layers
 from edge_pace.method.pace import PaceLearner
 from tests.test_pace import _tiny_config, _tiny_model, _tones
@@ -46,10 +46,11 @@ def test_held_out_validation_runs_and_is_recorded(tmp_path) -> None:
     assert [c["epoch"] for c in a["curve"]] == [1, 2]  # evaluated after every epoch (L_tune 1: no earlier block)
     assert a["l_tune_cka"] == 1 and {c["l_tune"] for c in a["curve"]} == {1}
     assert acc["adapted"] == max(c["accuracy"] for c in a["curve"]) and a["epoch"] in (1, 2)
-    if acc["adapted"] != acc["frozen"]:
-        assert a["kept"] == (acc["adapted"] > acc["frozen"])  # strictly better, margin 0
-    else:  # a tie: the paired margin test decides
-        assert a["kept"] == (a["paired_margin_z"] is not None and a["paired_margin_z"] > 2.0)
+    if acc["adapted"] < acc["frozen"]:
+        assert not a["kept"]
+    else:  # a tie: the paired margin test decides, at 2 standard errors corrected for the 2 epochs tried
+        assert a["n_candidates"] == 2 and a["critical_z"] == pytest.approx(2.28, abs=0.01)
+        assert a["kept"] == (a["paired_margin_z"] is not None and a["paired_margin_z"] > a["critical_z"])
     assert m0["adapted"] == a["kept"] == bool(lora_layers(learner.backbone)) == (not learner.frozen)
     assert sorted(learner.classes) == ["s0c0", "s0c1", "s0c2"]  # the held-out classes are still learned
     folder = save_checkpoint(learner, tmp_path / "ckpt")
@@ -110,23 +111,41 @@ def test_one_class_msa_session_is_skipped_but_counted() -> None:
     assert "solo" in learner.classes
 
 
-def _score(acc: float, margins) -> dict:
-    m = np.asarray(margins, dtype=float)
-    return {"accuracy": acc, "margin": float(m.mean()), "margins": m}
+def _score(correct, margins) -> dict:
+    ok, m = np.asarray(correct, dtype=bool), np.asarray(margins, dtype=float)
+    return {"accuracy": float(ok.mean()), "margin": float(m.mean()), "margins": m, "correct": ok}
 
 
-def test_better_uses_accuracy_then_a_paired_margin_test() -> None:
+def test_better_needs_a_significant_paired_gain() -> None:
     rng = np.random.default_rng(0)
-    base = rng.uniform(0.2, 0.8, 60)
-    frozen = _score(1.0, base)
-    assert not better(_score(0.98, base + 0.5), frozen)  # lower accuracy loses whatever the margins
-    assert better(_score(1.0, base + 0.05 + rng.normal(0, 0.01, 60)), frozen)  # tie, margins clearly higher
-    noisy = base + rng.normal(0, 0.05, 60)
+    n = 60
+    base = rng.uniform(0.2, 0.8, n)
+    all_right = np.ones(n, bool)
+    frozen = _score(all_right, base)
+    one_wrong = all_right.copy()
+    one_wrong[0] = False
+    assert not better(_score(one_wrong, base + 0.5), frozen)  # lower accuracy loses whatever the margins
+    assert better(_score(all_right, base + 0.05 + rng.normal(0, 0.01, n)), frozen)  # tie, margins clearly higher
+    noisy = base + rng.normal(0, 0.05, n)
     noisy += 0.001 - (noisy - base).mean()  # higher on average by a hair, far inside the noise
-    assert not better(_score(1.0, noisy), frozen) and abs(paired_z(_score(1.0, noisy), frozen)) < 2
-    assert not better(_score(1.0, base), frozen)  # identical: no gain
-    assert better(_score(0.9, base - 1), _score(0.8, base))  # higher accuracy wins whatever the margins
-    assert not better(_score(0.9, base + 1), _score(0.8, base), acc_margin=0.2)  # must clear the accuracy margin
+    assert not better(_score(all_right, noisy), frozen) and abs(paired_z(_score(all_right, noisy), frozen)) < 2
+    assert not better(_score(all_right, base), frozen)  # identical: no gain
+    # one more clip right is not significant (McNemar z 1), ten more are (z 3.2), whatever the margins
+    f10 = all_right.copy()
+    f10[:10] = False
+    f9 = f10.copy()
+    f9[0] = True
+    assert mcnemar_z(_score(f9, base), _score(f10, base)) == 1.0
+    assert not better(_score(f9, base - 1), _score(f10, base))
+    assert better(_score(all_right, base - 1), _score(f10, base))
+    assert not better(_score(all_right, base - 1), _score(f10, base), acc_margin=0.2)  # must clear the margin
+    # best of several candidates: the bar rises (Bonferroni): z 2.3 passes alone, not as the best of 4
+    assert critical_z(2.0, 1) == pytest.approx(2.0) and critical_z(2.0, 4) == pytest.approx(2.53, abs=0.01)
+    d = rng.normal(0, 1, n)
+    d = d - d.mean() + 2.3 * d.std(ddof=1) / np.sqrt(n)  # paired z exactly 2.3
+    cand = _score(all_right, base + 0.01 * d)
+    assert paired_z(cand, frozen) == pytest.approx(2.3)
+    assert better(cand, frozen, n_candidates=1) and not better(cand, frozen, n_candidates=4)
 
 
 def test_held_out_score_tests_every_held_out_clip_in_two_folds() -> None:
@@ -197,4 +216,5 @@ def test_adaptation_that_wrecks_the_features_is_rejected() -> None:
     a = m0["adaptation"]
     assert not a["kept"] and learner.frozen and not lora_layers(learner.backbone), a["reason"]
     assert a["held_out_accuracy"]["adapted"] < a["held_out_accuracy"]["frozen"] or a["paired_margin_z"] <= 2.0
+    assert a["mcnemar_z"] <= a["critical_z"]
     np.testing.assert_array_equal(learner.embed(waves), before)

@@ -73,8 +73,10 @@ class PaceConfig:
     do_no_harm: bool = True
     holdout_fraction: float = 1 / 3
     holdout_margin: float = 0.0  # adapted must beat frozen by more than this (accuracy, 0..1): strictly better
-    # when the held-out accuracies tie (they saturate at 100 % on easy held-out classes), adapted is kept only if its
-    # per-clip ridge margins on the same clips are higher by more than this many standard errors (paired, harm.py)
+    # significance of the keep decision (harm.better): adapted is kept only if it beats frozen on the same held-out
+    # clips by a paired test at this one-sided z, Bonferroni-corrected for the candidates tried (2 L_tune x e0
+    # epochs: z 2 -> 2.53 for 4): on accuracy (McNemar-style), or, accuracy not lower, on the per-clip ridge margins
+    # (what still ranks backbones when both get every held-out clip right)
     holdout_margin_z: float = 2.0
     # L_tune is chosen on the held-out classes too: the CKA probe's choice and up to this many earlier blocks
     # (more blocks adapted) are each trained and the best by held-out accuracy (then margin) is the candidate

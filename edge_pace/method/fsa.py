@@ -197,7 +197,7 @@ def first_session(learner: Learner, feats: torch.Tensor, labels: list[str], g: t
     if split is not None:
         learner.adaptation = decision(frozen, best, cfg.holdout_margin, split, None if best is not None else
                                    "e0 = 0: no adaptation epoch to validate; frozen backbone kept",
-                                   cfg.holdout_margin_z)
+                                   cfg.holdout_margin_z, max(1, len(curve)))
         learner.adaptation["curve"] = [{k: r[k] for k in ("l_tune", "epoch", "lr", "accuracy", "margin", "gamma")}
                                     for r in curve]
         learner.adaptation["l_tune_cka"] = metrics["l_tune_cka"]
