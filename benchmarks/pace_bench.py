@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_pace.method.config import paper_e0  # noqa: E402
+from edge_pace.method.harm import critical_z  # noqa: E402
 
 BENCHMARKS = ("keywords", "real", "environment", "instruments", "speakers")  # largest first
 KINDS = {"real": "real", "keywords": "synth:keywords", "environment": "synth:environment",
@@ -68,13 +70,40 @@ def run_tasks(args: argparse.Namespace) -> float:
     return time.perf_counter() - t0
 
 
-def collect(out: Path) -> dict[tuple[str, str], list[dict]]:
+def redecide(record: dict) -> bool | None:
+    """The current do-no-harm rule (harm.better) applied to a recorded decision: True keep, False frozen, None when
+    the record cannot tell (runs recorded before the per-clip accuracy test: its z is bounded by sqrt(clips won))."""
+    acc = record["held_out_accuracy"]
+    if acc["adapted"] is None or acc["frozen"] is None:
+        return False
+    zc = critical_z(record.get("margin_z", 2.0), max(1, len(record.get("curve") or [])))
+    z = record.get("paired_margin_z")
+    margin_route = acc["adapted"] >= acc["frozen"] + record["margin"] and z is not None and z > zc
+    if "mcnemar_z" in record:
+        return margin_route or (acc["adapted"] > acc["frozen"] + record["margin"] and record["mcnemar_z"] > zc)
+    n = record["split"]["n_enrol"] + record["split"]["n_test"]
+    won = round((acc["adapted"] - acc["frozen"]) * n)
+    if margin_route:
+        return True
+    return None if won > 0 and math.sqrt(won) > zc else False
+
+
+def collect(out: Path, rule: bool = False) -> dict[tuple[str, str], list[dict]]:
+    """Runs per (benchmark, method). ``rule``: adaptations kept under the recorded rule that the current rule
+    (``redecide``) rejects are replaced by the frozen-backbone classifier's run of the same seed (ACIL: a rejected
+    adaptation leaves exactly the pretrained backbone, so the device serves exactly what ACIL measured)."""
     runs: dict[tuple[str, str], list[dict]] = {}
     for f in sorted(out.glob("*_s*/results.json")):
-        for r in json.loads(f.read_text()).get("runs", []):
-            if r.get("error"):
-                continue
+        found = [r for r in json.loads(f.read_text()).get("runs", []) if not r.get("error")]
+        acil = next((r for r in found if r["method"] == "acil"), None)
+        for r in found:
             r["settings_seed"] = f.parent.name.rsplit("_s", 1)[1]
+            record = (r.get("history") or [{}])[0].get("adaptation")
+            if rule and record and record["kept"] and acil is not None:
+                new = redecide(record)
+                r["redecided"] = new
+                if new is False:
+                    r["metrics"] = acil["metrics"]
             runs.setdefault((r["benchmark"], r["method"]), []).append(r)
     return runs
 
@@ -111,18 +140,19 @@ def table(runs: dict[tuple[str, str], list[dict]], benchmarks, methods, wall: fl
             common = sorted(set(x) & set(y))
             cells.append(f"{fmt([x[k] - y[k] for k in common])} (n={len(common)})" if common else "–")
         lines.append(f"| {a} − {b_} (last, paired) | " + " | ".join(cells) + " | | |")
-    # what adaptation did: PACE's do-no-harm decisions
-    kept = [(b, h[0]["adaptation"]) for (b, m), rs in runs.items() if m == "pace" for r in rs
+    # what adaptation did: PACE's do-no-harm decisions (as re-decided, when the current rule was re-applied)
+    kept = [(b, h[0]["adaptation"], r.get("redecided", h[0]["adaptation"]["kept"]) is not False)
+            for (b, m), rs in runs.items() if m == "pace" for r in rs
             for h in [r.get("history") or [{}]] if h and "adaptation" in h[0]]
     if kept:
         lines.append("")
-        lines.append("PACE session 0 (do-no-harm): " + "; ".join(
+        lines.append("PACE session 0 (do-no-harm, recorded): " + "; ".join(
             f"{b}: {'kept' if a['kept'] else 'frozen'} (held-out {100 * (a['held_out_accuracy']['adapted'] or 0):.1f}"
             f" vs {100 * (a['held_out_accuracy']['frozen'] or 0):.1f} %, z {a.get('paired_margin_z') or 0:.1f}, "
-            f"L_tune {a.get('l_tune')})" for b, a in sorted(kept, key=lambda x: x[0])))
+            f"L_tune {a.get('l_tune')})" for b, a, _ in sorted(kept, key=lambda x: x[0])))
         for b in benchmarks:
-            n = sum(1 for bb, a in kept if bb == b and a["kept"])
-            m = sum(1 for bb, a in kept if bb == b)
+            n = sum(1 for bb, _, k in kept if bb == b and k)
+            m = sum(1 for bb, _, _ in kept if bb == b)
             if m:
                 lines.append(f"- {b}: adaptation kept in {n} of {m} class orders")
     if wall is not None:
@@ -141,6 +171,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="processes at a time (one thread each)")
     ap.add_argument("--set", action="append", help="PaceConfig override KEY=VALUE (repeatable)")
     ap.add_argument("--table-only", action="store_true", help="only collect and print the table")
+    ap.add_argument("--current-rule", action="store_true", help="re-apply the current do-no-harm rule to the "
+                    "recorded decisions (runs made before a rule change; see ``collect``)")
     args = ap.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.benchmarks = [b for b in args.benchmarks.split(",") if b]
@@ -150,7 +182,14 @@ def main() -> None:
         ap.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(KINDS)}")
     args.out.mkdir(parents=True, exist_ok=True)
     wall = None if args.table_only else run_tasks(args)
-    text = table(collect(args.out), args.benchmarks, args.methods, wall)
+    runs = collect(args.out, args.current_rule)
+    text = table(runs, args.benchmarks, args.methods, wall)
+    if args.current_rule:
+        flips = [(b, m, r["settings_seed"], r["redecided"]) for (b, m), rs in runs.items() for r in rs
+                 if "redecided" in r]
+        text += "\n\nCurrent do-no-harm rule re-applied to the recorded decisions (kept -> frozen = the ACIL run): " + \
+            "; ".join(f"{m} {b} seed {s}: {'kept' if v else 'frozen' if v is False else 'undecidable, kept'}"
+                      for b, m, s, v in sorted(flips))
     (args.out / "table.md").write_text(text + "\n")
     print(text)
 
