@@ -160,6 +160,23 @@ def table(runs: dict[tuple[str, str], list[dict]], benchmarks, methods, wall: fl
     return "\n".join(lines)
 
 
+def compact(runs: dict[tuple[str, str], list[dict]], benchmarks, methods) -> str:
+    """The README's table: last accuracy (average incremental) per method and benchmark, mean +- std, n orders."""
+    def cell(rs: list[dict]) -> str:
+        if not rs:
+            return "–"
+        last = 100 * np.array([r["metrics"]["last_accuracy"] for r in rs])
+        avg = 100 * np.array([r["metrics"]["average_incremental_accuracy"] for r in rs])
+        sd = (lambda v: v.std(ddof=1) if len(v) > 1 else 0.0)
+        n = "" if len(rs) == 3 else f", n={len(rs)}"
+        return f"{last.mean():.2f} ± {sd(last):.2f} ({avg.mean():.2f} ± {sd(avg):.2f}{n})"
+
+    lines = ["| method | " + " | ".join(benchmarks) + " |", "|---|" + "---|" * len(benchmarks)]
+    for m in methods:
+        lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cell(runs.get((b, m), [])) for b in benchmarks) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT / "out" / "data")
@@ -171,6 +188,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="processes at a time (one thread each)")
     ap.add_argument("--set", action="append", help="PaceConfig override KEY=VALUE (repeatable)")
     ap.add_argument("--table-only", action="store_true", help="only collect and print the table")
+    ap.add_argument("--compact", action="store_true", help="also print the README's compact table")
     ap.add_argument("--current-rule", action="store_true", help="re-apply the current do-no-harm rule to the "
                     "recorded decisions (runs made before a rule change; see ``collect``)")
     args = ap.parse_args()
@@ -190,6 +208,8 @@ def main() -> None:
         text += "\n\nCurrent do-no-harm rule re-applied to the recorded decisions (kept -> frozen = the ACIL run): " + \
             "; ".join(f"{m} {b} seed {s}: {'kept' if v else 'frozen' if v is False else 'undecidable, kept'}"
                       for b, m, s, v in sorted(flips))
+    if args.compact:
+        text += "\n\n" + compact(runs, args.benchmarks, args.methods)
     (args.out / "table.md").write_text(text + "\n")
     print(text)
 
