@@ -157,8 +157,7 @@ def first_session(learner: Learner, feats: torch.Tensor, labels: list[str], g: t
     for l_tune in candidates:
         start = l_tune - 1
         drop_lora(learner.backbone)
-        cached = can_cache(learner, start)
-        if cached:  # the frozen blocks below `start` once: every session-0 clip, and the masked copies
+        if can_cache(learner, start):  # the frozen blocks below `start` once: every session-0 clip, and the masked copies
             tc = time.perf_counter()
             model: nn.Module = FromBlock(learner.backbone, start)
             x_all = stem_activations(learner, feats, start)
@@ -191,15 +190,15 @@ def first_session(learner: Learner, feats: torch.Tensor, labels: list[str], g: t
                     best = {**r, "state": [p.detach().clone() for p in lora_parameters(learner.backbone, 0)]}
 
             st = learner._train_backbone(model, head, groups, x_train, yt, cfg.e0, g, cfg.use_boundary_loss,
-                                      f"FSA: LoRA, blocks >= {l_tune}, lr {lr:g}", on_epoch, bank=bank)
+                                         f"FSA: LoRA, blocks >= {l_tune}, lr {lr:g}", on_epoch, bank=bank)
         del x_all, x_train, bank
     adapted = True
     if split is not None:
         learner.adaptation = decision(frozen, best, cfg.holdout_margin, split, None if best is not None else
-                                   "e0 = 0: no adaptation epoch to validate; frozen backbone kept",
-                                   cfg.holdout_margin_z, max(1, len(curve)))
+                                      "e0 = 0: no adaptation epoch to validate; frozen backbone kept",
+                                      cfg.holdout_margin_z, max(1, len(curve)))
         learner.adaptation["curve"] = [{k: r[k] for k in ("l_tune", "epoch", "lr", "accuracy", "margin", "gamma")}
-                                    for r in curve]
+                                       for r in curve]
         learner.adaptation["l_tune_cka"] = metrics["l_tune_cka"]
         adapted = bool(learner.adaptation["kept"])
         drop_lora(learner.backbone)

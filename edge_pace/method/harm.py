@@ -140,11 +140,6 @@ def held_out_score(emb: np.ndarray, labels: Sequence[str], split: HoldoutSplit, 
             "gamma": gammas[0], "gammas": gammas, "n_test": int(len(m))}
 
 
-def held_out_accuracy(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    """Alias of ``held_out_score`` (its ``accuracy`` is the held-out accuracy)."""
-    return held_out_score(*args, **kwargs)
-
-
 def rank_key(r: dict[str, Any]) -> tuple[float, float]:
     """Order of candidates (epochs, learning rates, L_tune): held-out accuracy, then mean ridge margin."""
     return (r["accuracy"], r["margin"])
@@ -228,5 +223,5 @@ def decision(frozen: dict[str, Any] | None, best: dict[str, Any] | None, margin:
     return out
 
 
-__all__ = ["HoldoutSplit", "holdout_split", "held_out_score", "held_out_accuracy", "rank_key", "better", "paired_z",
+__all__ = ["HoldoutSplit", "holdout_split", "held_out_score", "rank_key", "better", "paired_z",
            "critical_z", "mcnemar_z", "decision"]
