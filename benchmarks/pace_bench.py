@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -58,7 +59,7 @@ def run_tasks(args: argparse.Namespace) -> float:
             log = open(args.out / f"{b}_s{s}.log", "a")
             print(f"[{time.perf_counter() - t0:7.0f} s] start {b} seed {s} (e0 {e0})", flush=True)
             running.append((b, s, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                                   env={**__import__("os").environ, "OMP_NUM_THREADS": "1",
+                                                   env={**os.environ, "OMP_NUM_THREADS": "1",
                                                         "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}), log))
         time.sleep(2)
         for item in list(running):
@@ -129,8 +130,8 @@ def table(runs: dict[tuple[str, str], list[dict]], benchmarks, methods, wall: fl
                 lasts.append(np.mean(last))
                 secs += [r["seconds"] for r in rs]
         mean_last = f"{100 * np.mean(lasts):.2f}" if len(lasts) == len(benchmarks) else "–"
-        lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + f" | {mean_last} | "
-                     f"{np.mean(secs):.0f} |" if secs else f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " | – | – |")
+        seconds = f"{np.mean(secs):.0f}" if secs else "–"
+        lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + f" | {mean_last} | {seconds} |")
     # paired differences (same class orders): what adaptation adds over the frozen backbone, per benchmark
     for a, b_ in (("pace", "acil"), ("joint", "acil"), ("joint", "pace"), ("ranpac", "acil")):
         cells = []
@@ -165,11 +166,10 @@ def compact(runs: dict[tuple[str, str], list[dict]], benchmarks, methods) -> str
     def cell(rs: list[dict]) -> str:
         if not rs:
             return "–"
-        last = 100 * np.array([r["metrics"]["last_accuracy"] for r in rs])
-        avg = 100 * np.array([r["metrics"]["average_incremental_accuracy"] for r in rs])
-        sd = (lambda v: v.std(ddof=1) if len(v) > 1 else 0.0)
+        last = [r["metrics"]["last_accuracy"] for r in rs]
+        avg = [r["metrics"]["average_incremental_accuracy"] for r in rs]
         n = "" if len(rs) == 3 else f", n={len(rs)}"
-        return f"{last.mean():.2f} ± {sd(last):.2f} ({avg.mean():.2f} ± {sd(avg):.2f}{n})"
+        return f"{fmt(last)} ({fmt(avg)}{n})"
 
     lines = ["| method | " + " | ".join(benchmarks) + " |", "|---|" + "---|" * len(benchmarks)]
     for m in methods:

@@ -43,7 +43,8 @@ class PaceConfig:
     lr_backbone: float = 0.05  # paper: LoRA on layers >= L_tune, head frozen
     head_epochs: int = 1  # paper: one epoch for the head stage
     # FSA epochs (the most; early stopping on the held-out classes picks the best). Paper, per dataset: 10 ESC-50,
-    # 15 US8K, 1 SC2, 30 TIMIT, 6 VocalSet (``PAPER_E0``; `edge-pace bench --e0 paper`); 3 keeps CPU runs short
+    # 15 US8K, 1 SC2, 30 TIMIT, 6 VocalSet (``PAPER_E0``; benchmarks/pace_bench.py --e0 paper); 3 keeps CPU runs
+    # short
     e0: int = 3
     batch_size: int = 24  # paper
     rho_layer: float = 0.94  # paper: L_tune = first layer whose probe-vs-pretrained CKA < rho_layer

@@ -157,7 +157,7 @@ def first_session(learner: Learner, feats: torch.Tensor, labels: list[str], g: t
     for l_tune in candidates:
         start = l_tune - 1
         drop_lora(learner.backbone)
-        if can_cache(learner, start):  # the frozen blocks below `start` once: every session-0 clip, and the masked copies
+        if can_cache(learner, start):  # the frozen blocks below `start` once: every session-0 clip, masked copies
             tc = time.perf_counter()
             model: nn.Module = FromBlock(learner.backbone, start)
             x_all = stem_activations(learner, feats, start)

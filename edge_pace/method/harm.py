@@ -19,10 +19,10 @@ FSA exists to prepare the backbone for the classes the device learns later. So s
   number of candidates (Bonferroni; the best was chosen on the same clips): kept when its accuracy is higher
   (by more than ``holdout_margin``) and significantly so (``mcnemar_z``), or, accuracy not lower, when its
   per-clip margins are significantly higher (``paired_z``; accuracies saturate at 100 % on easy held-out
-  classes: measured on the real recordings). Otherwise every LoRA adapter is removed, the backbone is exactly the pretrained
-  one, and it stays frozen for good (no MSA: adaptation that did not help on session 0's held-out classes is
-  not retried on the smaller later sessions). ``decision`` writes the record that goes into the session
-  metrics, the checkpoint config and the bundle manifest.
+  classes: measured on the real recordings). Otherwise every LoRA adapter is removed, the backbone is exactly
+  the pretrained one, and it stays frozen for good (no MSA: adaptation that did not help on session 0's
+  held-out classes is not retried on the smaller later sessions). ``decision`` writes the record that goes into
+  the session metrics, the checkpoint config and the bundle manifest.
 
 The kept adapter is the validated one, trained without the held-out classes' clips (they still go into the
 analytic classifier with every other session-0 clip): that is what makes "never worse than frozen on the

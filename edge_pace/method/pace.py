@@ -4,10 +4,10 @@ with subspace-projected LoRA, boundary-aware perturbation, and the analytic clas
 Session 0 (``_fsa``), with do-no-harm (``do_no_harm``, method/harm.py): ~1/3 of its classes are held out;
   steps 1-2 see only the others, and after every FSA epoch the device classifier is scored on the held-out
   classes (two folds, the device's gamma rule; accuracy, then per-clip ridge margins). The best epoch, L_tune
-  candidate (and learning rate of ``fsa_lrs``) is kept only if it beats the frozen backbone there (higher
-  accuracy, or equal accuracy and margins higher by ``holdout_margin_z`` paired standard errors); otherwise the
-  adapters are dropped and the pretrained backbone stays, frozen for good. The decision is ``self.adaptation``
-  (metrics, checkpoint, bundle manifest).
+  candidate (and learning rate of ``fsa_lrs``) is kept only if it beats the frozen backbone there by a paired
+  test at ``holdout_margin_z``, Bonferroni-corrected for the candidates tried (on accuracy, or, accuracy not lower,
+  on the per-clip margins; ``harm.better``); otherwise the adapters are dropped and the pretrained backbone
+  stays, frozen for good. The decision is ``self.adaptation`` (metrics, checkpoint, bundle manifest).
   1. CKA probe: a copy of the pretrained backbone gets LoRA on every block and is trained like FSA at the
      probe's own small rate (``probe_lr``, clipped steps, so it does not destroy what it measures). Per
      block, linear CKA s_k between the probe's and the pretrained model's pooled block outputs. k* = argmax_k
@@ -74,13 +74,13 @@ class PaceLearner:
                  pretrained: bool = True, weights: str | None = None, device: str | None = None) -> None:
         """A multi-branch ``backbone`` ("aisfx+speech+voice", or a ``MultiBranch``; edge_pace/backbones/branches.py):
         PACE adapts its first (trainable) branch only -- ``self.backbone`` is that branch, the same module as inside
-        ``self.branches``, so the CKA probe, FSA, the do-no-harm check (on that branch's own embedding: the frozen
-        branches are the same in both arms), MSA and every LoRA adapter see it alone, and export merges the LoRA
-        into the bundle's branch. The other branches stay frozen; their embeddings are computed once per session
-        from the waveforms. The classifier's features are the bundle's: the projection takes every branch side by
-        side (``feature_in_dim``), conditioned per branch and weighted (``branch_stats``, from session 0), and the
-        analytic classifier and its leave-one-clip-out gamma work on those combined z unchanged. ``weights``: the
-        first branch's weights file."""
+        ``self.branches``, so the CKA probe, FSA, MSA and every LoRA adapter see it alone (the do-no-harm check
+        scores the combined features: the frozen branches' embeddings appended, ``fsa.held_out``), and export
+        merges the LoRA into the bundle's branch. The other branches stay frozen; their embeddings are computed once
+        per session from the waveforms. The classifier's features are the bundle's: the projection takes every
+        branch side by side (``feature_in_dim``), conditioned per branch and weighted (``branch_stats``, from session
+        0), and the analytic classifier and its leave-one-clip-out gamma work on those combined z unchanged.
+        ``weights``: the first branch's weights file."""
         self.config = config if config is not None else PaceConfig()
         self.config.validate()
         if isinstance(backbone, str):
@@ -217,9 +217,9 @@ class PaceLearner:
                         use_reg: bool, description: str, on_epoch=None, bank: torch.Tensor | None = None
                         ) -> dict[str, Any]:
         """LoRA (and, for naive FSA, head) training with CE + lambda * L_reg on [n, T, F] features (or, through a
-        ``FromBlock`` model (method/fsa.py), cached activations [n, ...] with their masked copies' activations ``bank`` [n, N_p,
-        ...]); gradient norm clipped to ``grad_clip``; the backbone stays in eval mode (BatchNorm statistics frozen,
-        no dropout)."""
+        ``FromBlock`` model (method/fsa.py), cached activations [n, ...] with their masked copies' activations
+        ``bank`` [n, N_p, ...]); gradient norm clipped to ``grad_clip``; the backbone stays in eval mode
+        (BatchNorm statistics frozen, no dropout)."""
         cfg = self.config
         params = [p for ps, _ in groups for p in ps]
         trainable(params, True)
