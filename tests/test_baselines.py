@@ -152,8 +152,10 @@ def test_finetune_learns_then_forgets(data):
     avg_chance, _ = chance(data)
     assert m.acc_per_session[0] > 0.5 + 0.2, m  # learned the first session's 2 classes
     assert m.average_incremental_accuracy > avg_chance, m
-    assert m.forgetting > 0.5, m  # catastrophic forgetting: no replay, no classifier tricks
-    assert np.asarray(m.per_task_acc)[-1, 0] < np.asarray(m.per_task_acc)[0, 0]
+    # forgetting (no replay, no classifier tricks): the first session's classes lose at least a quarter of their
+    # accuracy (clipped steps forget less than the unclipped ones did: 0.25 here, was > 0.5)
+    assert m.forgetting >= 0.25, m
+    assert np.asarray(m.per_task_acc)[-1, 0] <= np.asarray(m.per_task_acc)[0, 0] - 0.25
 
 
 def test_pace_no_msa_branch_equals_a_fresh_run(data):

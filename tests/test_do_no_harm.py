@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from edge_pace.method.checkpoint import load_checkpoint, save_checkpoint
+from edge_pace.method.fsa import advance, stem_activations, stem_bank
 from edge_pace.method.harm import better, critical_z, held_out_score, holdout_split, mcnemar_z, paired_z
 from edge_pace.method.lora import lora_layers
 from edge_pace.method.pace import PaceLearner
@@ -185,12 +186,13 @@ def test_l_tune_is_chosen_on_the_held_out_classes() -> None:
 def test_cached_frozen_blocks_train_like_the_whole_backbone(use_reg: bool) -> None:
     """cache_stem runs the frozen blocks below L_tune once. Without L_reg nothing else changes, so the adapted
     features equal those of uncached training; with L_reg the masks are drawn once (not every epoch), so only
-    the mechanics are checked."""
+    the mechanics are checked. In float32 (amp off): with bfloat16 autocast the uncached run would compute the
+    frozen blocks in bfloat16 too, while the cache holds float32 activations."""
     waves, labels = _tones(0, n=12)
     out = {}
     for cache in (False, True):
         cfg = _tiny_config(e0=2, n_stop=0, rho_layer=1e-9, use_boundary_loss=use_reg, cache_stem=cache,
-                           lr_backbone=0.2)
+                           lr_backbone=0.2, amp=False)
         learner = PaceLearner(_tiny_model(), cfg)
         m0 = learner.fit_session(0, waves, labels)
         assert m0["adapted"] and learner.l_tune == 4 and ("cache_seconds" in m0) == cache
@@ -218,3 +220,35 @@ def test_adaptation_that_wrecks_the_features_is_rejected() -> None:
     assert a["held_out_accuracy"]["adapted"] < a["held_out_accuracy"]["frozen"] or a["paired_margin_z"] <= 2.0
     assert a["mcnemar_z"] <= a["critical_z"]
     np.testing.assert_array_equal(learner.embed(waves), before)
+
+
+def test_advanced_activations_equal_the_stem() -> None:
+    """The deeper L_tune candidate's cached activations are advanced from the shallower one's (``advance``): equal
+    to running the frozen blocks from the start, for the clean clips and the masked copies (same masks)."""
+    learner = PaceLearner(_tiny_model(), _tiny_config(amp=False))
+    feats = learner.frontend_features(_tones(0, n=6)[0])
+    x1 = stem_activations(learner, feats, 1)
+    torch.testing.assert_close(advance(learner, x1, 1, 3), stem_activations(learner, feats, 3), rtol=1e-5, atol=1e-6)
+    bank1 = stem_bank(learner, feats, 1, torch.Generator().manual_seed(0))
+    bank3 = stem_bank(learner, feats, 3, torch.Generator().manual_seed(0))
+    assert bank1.shape[:2] == bank3.shape[:2] == (6, 2)
+    torch.testing.assert_close(advance(learner, bank1, 1, 3, bank=True), bank3, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("margin_z", [0.0, 2.0])
+def test_session_0_features_are_the_final_backbones(margin_z: float) -> None:
+    """FSA hands the session its embeddings (the kept candidate's, computed on cached activations while validating
+    it, or the pretrained model's when rejected): the classifier's stored features of session 0 must equal what the
+    final backbone computes. Six tone classes, L_tune 4 and 3 tried (the deeper one's activations advanced);
+    critical z 0 keeps the adaptation here, 2 rejects it."""
+    waves = np.concatenate([_tones(0, n=18)[0], _tones(1, n=18)[0]])
+    labels = _tones(0, n=18)[1] + _tones(1, n=18)[1]
+    cfg = _tiny_config(do_no_harm=True, e0=2, n_stop=100, rho_layer=1e-9, l_tune_search=1, lr_backbone=0.05, seed=2,
+                       amp=False, holdout_margin_z=margin_z)
+    learner = PaceLearner(_tiny_model(2), cfg)
+    m0 = learner.fit_session(0, waves, labels)
+    assert m0["adaptation"]["kept"] == (margin_z == 0.0) and "cache_seconds" in m0
+    assert sorted({c["l_tune"] for c in m0["adaptation"]["curve"]}) == [3, 4]
+    stored = np.concatenate([np.concatenate(learner.classifier.features[c]) for c in learner.classes])
+    order = np.concatenate([[i for i, lab in enumerate(labels) if lab == c] for c in learner.classes])
+    np.testing.assert_allclose(stored, learner.features(waves[order]), rtol=1e-5, atol=1e-5)

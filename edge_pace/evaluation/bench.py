@@ -142,7 +142,7 @@ class RunResult:
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
     """The small, JSON-friendly part of a session's metrics."""
     keep = ("session", "n_train", "gamma", "l_tune", "cka", "adapted", "frozen", "msa_samples_seen", "seconds",
-            "fsa_seconds", "msa_seconds", "probe_seconds", "loss", "adaptation")
+            "fsa_seconds", "msa_seconds", "probe_seconds", "cache_seconds", "loss", "adaptation")
     out = {k: metrics[k] for k in keep if k in metrics}
     train = metrics.get("train")
     if isinstance(train, dict):

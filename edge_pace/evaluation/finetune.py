@@ -15,8 +15,9 @@ from edge_pace.method.config import PaceConfig
 
 class FineTune:
     """Lower bound: LoRA on every block (or the full backbone, ``full=True``) + a growing linear head,
-    trained together with cross-entropy on each session's data in turn. Batch norm stays in eval mode
-    (as in PACE), so the comparison isolates the classifier and the training objective."""
+    trained together with cross-entropy on each session's data in turn. Batch norm stays in eval mode, steps are
+    norm-clipped to ``grad_clip`` and run under the same bfloat16 autocast as PACE's (``amp``), so the comparison
+    isolates the classifier and the training objective."""
 
     def __init__(self, config: PaceConfig | None = None, backbone: str = DEFAULT_BACKBONE, *,
                  weights: str | None = None, device: str | None = None, full: bool = False,
@@ -57,7 +58,7 @@ class FineTune:
         import torch
         from torch.nn import functional as F
 
-        from edge_pace.method.training import linear_head, run_epochs, sgd, trainable
+        from edge_pace.method.training import autocast, linear_head, run_epochs, sgd, trainable
 
         check_session(self.sessions_done, index, waves, labels, keys)
         cfg = self.config
@@ -76,11 +77,14 @@ class FineTune:
         opt = sgd([(self.params, cfg.lr_backbone), (head_params, cfg.lr_head)], cfg.momentum, cfg.weight_decay)
 
         def step(idx: torch.Tensor):
-            logits = self.head(self.model.embed_features(feats[idx].to(self.torch_device)).float())
+            with autocast(self.torch_device, cfg.amp):
+                f = self.model.embed_features(feats[idx].to(self.torch_device)).float()
+            logits = self.head(f)
             return F.cross_entropy(logits, y[idx].to(self.torch_device)), {}
 
         n = len(feats)
-        totals = run_epochs(opt, n, cfg.batch_size, epochs, g, step, what=f"finetune session {index}")
+        totals = run_epochs(opt, n, cfg.batch_size, epochs, g, step, what=f"finetune session {index}",
+                            clip=cfg.grad_clip)
         trainable(self.params + head_params, False)
         self.sessions_done += 1
         return {"session": index, "n_train": n, "loss": [t["loss"] / n for t in totals],

@@ -144,7 +144,9 @@ class PaceConfig:
     # ---- run ------------------------------------------------------------------------------------------
     seed: int = 0
     device: str = "auto"  # "auto" = cuda when available, else cpu
-    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
+    # bfloat16 autocast for training steps: on CUDA, and on CPUs with native bfloat16 (AVX512-BF16/AMX; training
+    # ~2.5x faster on this project's CPU); features for the classifier and the held-out check are always float32
+    amp: bool = True
     embed_batch: int = 64  # batch size for feature extraction (no gradients)
     quiet: bool = False  # no progress bars
 

@@ -48,22 +48,24 @@ class FromBlock(nn.Module):
 
 
 def probe(learner: Learner, feats: torch.Tensor, y: torch.Tensor, n_classes: int, g: torch.Generator,
-          metrics: dict[str, Any]) -> list[float]:
+          metrics: dict[str, Any], emb: torch.Tensor | None = None, layers: list[torch.Tensor] | None = None
+          ) -> list[float]:
     """The CKA probe: a copy of the backbone with LoRA on every block, trained at ``probe_lr``; linear CKA per block
-    between its pooled block outputs and the pretrained model's (the copy is discarded)."""
+    between its pooled block outputs and the pretrained model's (the copy is discarded). ``emb`` / ``layers``: the
+    pretrained model's embeddings and pooled block outputs of ``feats`` when already computed."""
     cfg = learner.config
     model = copy.deepcopy(learner.backbone)
     freeze_backbone(model)
     add_lora(model, range(learner.n_blocks), cfg.lora_rank, cfg.lora_alpha, 0, learner.lora_targets, g)
     head = learner._new_head(n_classes, g)
-    learner._train_head(head, model, feats, y, g, "probe: head")
+    learner._train_head(head, model, feats, y, g, "probe: head", emb)  # LoRA starts at B = 0: pretrained features
     st = learner._train_backbone(model, head, [(lora_parameters(model, 0), cfg.probe_lr)], feats, y, cfg.e0, g,
                                  cfg.probe_boundary_loss and cfg.use_boundary_loss, "probe: LoRA, all blocks")
     n = len(feats)
     sub = torch.randperm(n, generator=g)[:cfg.cka_max_samples].sort().values if n > cfg.cka_max_samples \
         else torch.arange(n)
-    ref = learner._layer_features(learner.backbone, feats[sub])
-    new = learner._layer_features(model, feats[sub])
+    ref = [x[sub] for x in layers] if layers is not None else learner._layer_features(learner.backbone, feats[sub])[1]
+    new = learner._layer_features(model, feats[sub])[1]
     del model
     cka = layerwise_cka(new, ref)
     metrics["probe_loss"] = st["loss"]
@@ -92,38 +94,60 @@ def can_cache(learner: Learner, start: int) -> bool:
 
 
 @torch.no_grad()
-def stem_activations(learner: Learner, feats: torch.Tensor, start: int) -> torch.Tensor:
-    """[n, T, F] -> the frozen blocks' activations entering block ``start`` (float32, on the device)."""
+def stem_activations(learner: Learner, feats: torch.Tensor, start: int, amp: bool = False) -> torch.Tensor:
+    """[n, T, F] -> the frozen blocks' activations entering block ``start`` (on the device): float32, or, with
+    ``amp``, computed and kept in the training steps' precision (``autocast``; bfloat16 where it applies)."""
     out, batch = [], learner.config.embed_batch
     for i in range(0, len(feats), batch):
-        with autocast(learner.device, learner.config.amp):
-            out.append(learner.backbone.stem(feats[i:i + batch].to(learner.device), start).float())
+        with autocast(learner.device, amp):
+            a = learner.backbone.stem(feats[i:i + batch].to(learner.device), start)
+        out.append(a if amp else a.float())
     return torch.cat(out)
 
 
 @torch.no_grad()
 def stem_bank(learner: Learner, feats: torch.Tensor, start: int, g: torch.Generator) -> torch.Tensor:
     """N_p spectrogram-masked copies of each clip ([n, T, F] -> [n, N_p, ...] activations entering block
-    ``start``): the masks are drawn once here (spec_masks, same widths), not every epoch."""
+    ``start``): the masks are drawn once here (spec_masks, same widths), not every epoch. Only training steps read
+    them, so they are computed and kept in the training precision (``amp``: bfloat16 halves their memory)."""
     cfg = learner.config
     step = max(1, cfg.embed_batch // max(1, cfg.n_perturb))
     out = []
     for i in range(0, len(feats), step):
         xb = feats[i:i + step]
         copies = spec_masks(xb, cfg.n_perturb, cfg.r_time, cfg.r_freq, g).reshape(-1, *xb.shape[1:])
-        a = stem_activations(learner, copies, start)
+        a = stem_activations(learner, copies, start, learner.config.amp)
         out.append(a.reshape(len(xb), cfg.n_perturb, *a.shape[1:]))
     return torch.cat(out)
 
 
+@torch.no_grad()
+def advance(learner: Learner, x: torch.Tensor, start: int, stop: int, bank: bool = False) -> torch.Tensor:
+    """Activations entering block ``start`` -> those entering block ``stop`` (the pretrained blocks start..stop-1;
+    no LoRA may be on them). ``x``: [n, ...] float32 (``stem_activations``) or, with ``bank``, a ``stem_bank``
+    [n, N_p, ...], kept in the training precision as there."""
+    flat = x.reshape(-1, *x.shape[2:]) if bank else x
+    amp = bank and learner.config.amp
+    out, batch = [], learner.config.embed_batch
+    for i in range(0, len(flat), batch):
+        a = flat[i:i + batch]
+        with autocast(learner.device, amp):
+            for block in learner.backbone.blocks[start:stop]:
+                a = block(a)
+        out.append(a if amp else a.float())
+    a = torch.cat(out)
+    return a.reshape(*x.shape[:2], *a.shape[1:]) if bank else a
+
+
 def first_session(learner: Learner, feats: torch.Tensor, labels: list[str], g: torch.Generator,
-                  metrics: dict[str, Any], side: torch.Tensor | None = None) -> None:
+                  metrics: dict[str, Any], side: torch.Tensor | None = None) -> torch.Tensor:
     """Improved FSA with do-no-harm validation (method/harm.py): probe, staged training on the adapted classes
     for each L_tune candidate and learning rate, early stopping by held-out-class score, adapted backbone kept
     only if it beats the frozen one there. BatchNorm statistics stay frozen (eval mode) throughout, steps are
-    norm-clipped. With ``cache_stem`` the frozen blocks below L_tune run once per candidate (``FromBlock``).
-    ``side``: a multi-branch backbone's frozen-branch embeddings of these clips, so that adaptation is judged on
-    the combined features the classifier uses."""
+    norm-clipped. With ``cache_stem`` the frozen blocks below L_tune run once (``FromBlock``): for the shallowest
+    candidate, advanced to the deeper ones (``advance``; one set of masks for all). ``side``: a multi-branch
+    backbone's frozen-branch embeddings of these clips, so that adaptation is judged on the combined features the
+    classifier uses. Returns the backbone embeddings [n, D] of ``feats`` as the session's classifier sees them."""
     cfg = learner.config
     t = time.perf_counter()
     split = holdout_split(labels, cfg.holdout_fraction, g) if cfg.do_no_harm else None
@@ -134,40 +158,53 @@ def first_session(learner: Learner, feats: torch.Tensor, labels: list[str], g: t
             cfg.holdout_margin_z)
         metrics.update(cka=None, l_tune=None, adapted=False, adaptation=learner.adaptation,
                        fsa_seconds=time.perf_counter() - t)
-        return
+        return learner._embed(feats)
     train = split.train if split is not None else torch.arange(len(feats))
     classes = list(dict.fromkeys(labels[int(i)] for i in train))
     ft = feats[train]
     yt = torch.tensor([classes.index(labels[int(i)]) for i in train])
-    frozen = held_out(learner, learner._embed(feats), labels, split, side=side) if split is not None else None
+    # the pretrained model's features of every clip, once: the frozen held-out score, every head stage (LoRA
+    # starts at B = 0, so an adapted model's features equal these before its first step) and the probe's CKA
+    base, layers = learner._layer_features(learner.backbone, feats)
+    base_train = base[train.to(base.device)]
+    frozen = held_out(learner, base, labels, split, side=side) if split is not None else None
     if cfg.naive_fsa:
         learner.l_tune, learner.cka = 1, None
     else:
-        learner.cka = probe(learner, ft, yt, len(classes), g, metrics)
+        learner.cka = probe(learner, ft, yt, len(classes), g, metrics, base_train, [x[train] for x in layers])
         learner.l_tune = choose_l_tune(learner.cka, cfg.rho_layer)
         metrics["probe_seconds"] = time.perf_counter() - t
     metrics["l_tune_cka"] = learner.l_tune
-    # L_tune candidates: the probe's choice and up to l_tune_search earlier blocks (chosen on held-out classes)
+    # L_tune candidates: the probe's choice and up to l_tune_search earlier blocks (chosen on held-out classes),
+    # trained shallowest first so that the deeper ones' cached activations are advanced from its
     search = cfg.l_tune_search if (split is not None and not cfg.naive_fsa) else 0
-    candidates = [learner.l_tune - i for i in range(search + 1) if learner.l_tune - i >= 1]
+    candidates = sorted(learner.l_tune - i for i in range(search + 1) if learner.l_tune - i >= 1)
     best: dict[str, Any] | None = None
     curve: list[dict[str, Any]] = []
     st: dict[str, Any] = {}
     use_reg = cfg.use_boundary_loss and cfg.n_perturb > 0 and cfg.lambda_reg > 0
+    lrs = cfg.fsa_lrs or (cfg.lr_backbone,)
+    cached: tuple[int, torch.Tensor, torch.Tensor | None] | None = None  # (start, activations, bank)
     for l_tune in candidates:
         start = l_tune - 1
         drop_lora(learner.backbone)
         if can_cache(learner, start):  # the frozen blocks below `start` once: every session-0 clip, masked copies
             tc = time.perf_counter()
+            if cached is None:
+                cached = (start, stem_activations(learner, feats, start), stem_bank(learner, ft, start, g)
+                          if use_reg else None)
+            else:
+                s0, x0, b0 = cached
+                cached = (start, advance(learner, x0, s0, start), None if b0 is None else
+                          advance(learner, b0, s0, start, bank=True))
+                del x0, b0
             model: nn.Module = FromBlock(learner.backbone, start)
-            x_all = stem_activations(learner, feats, start)
+            x_all, bank = cached[1], cached[2]
             x_train = x_all[train.to(x_all.device)]
-            bank = stem_bank(learner, ft, start, g) if use_reg else None
-            metrics.setdefault("cache_seconds", 0.0)
-            metrics["cache_seconds"] += time.perf_counter() - tc
+            metrics["cache_seconds"] = metrics.get("cache_seconds", 0.0) + time.perf_counter() - tc
         else:
             model, x_all, x_train, bank = learner.backbone, feats, ft, None
-        for lr in cfg.fsa_lrs or (cfg.lr_backbone,):
+        for lr_rank, lr in enumerate(lrs):
             drop_lora(learner.backbone)
             adapters = add_lora(learner.backbone, range(start, learner.n_blocks), cfg.lora_rank, cfg.lora_alpha,
                                 0, learner.lora_targets, g)
@@ -176,45 +213,51 @@ def first_session(learner: Learner, feats: torch.Tensor, labels: list[str], g: t
             if cfg.naive_fsa:  # no staging: head and LoRA together
                 groups.insert(0, (list(head.parameters()), cfg.lr_head))
             else:
-                metrics["head_loss"] = learner._train_head(head, model, x_train, yt, g, "FSA: head")
+                metrics["head_loss"] = learner._train_head(head, model, x_train, yt, g, "FSA: head", base_train)
 
-            def on_epoch(epoch: int, lr: float = lr, l_tune: int = l_tune, model: nn.Module = model,
-                         x_all: torch.Tensor = x_all) -> None:
+            def on_epoch(epoch: int, lr: float = lr, lr_rank: int = lr_rank, l_tune: int = l_tune,
+                         model: nn.Module = model, x_all: torch.Tensor = x_all) -> None:
                 nonlocal best
                 if split is None:
                     return
-                r = {**held_out(learner, learner._embed(x_all, model), labels, split, frozen, side), "epoch": epoch,
-                     "lr": lr, "l_tune": l_tune}
+                emb = learner._embed(x_all, model)
+                r = {**held_out(learner, emb, labels, split, frozen, side), "epoch": epoch, "lr": lr,
+                     "l_tune": l_tune}
                 curve.append(r)
-                if best is None or rank_key(r) > rank_key(best):  # ties: the earlier (smaller change)
-                    best = {**r, "state": [p.detach().clone() for p in lora_parameters(learner.backbone, 0)]}
+                # ties: the smaller change (fewer adapted blocks, then the earlier learning rate and epoch)
+                key = (rank_key(r), l_tune, -lr_rank, -epoch)
+                if best is None or key > best["key"]:
+                    best = {**r, "key": key, "emb": emb,
+                            "state": [p.detach().clone() for p in lora_parameters(learner.backbone, 0)]}
 
             st = learner._train_backbone(model, head, groups, x_train, yt, cfg.e0, g, cfg.use_boundary_loss,
                                          f"FSA: LoRA, blocks >= {l_tune}, lr {lr:g}", on_epoch, bank=bank)
         del x_all, x_train, bank
-    adapted = True
+    del cached
+    adapted, emb = True, None
     if split is not None:
         learner.adaptation = decision(frozen, best, cfg.holdout_margin, split, None if best is not None else
                                       "e0 = 0: no adaptation epoch to validate; frozen backbone kept",
                                       cfg.holdout_margin_z, max(1, len(curve)))
         learner.adaptation["curve"] = [{k: r[k] for k in ("l_tune", "epoch", "lr", "accuracy", "margin", "gamma")}
-                                       for r in curve]
+                                       for r in sorted(curve, key=lambda r: (-r["l_tune"], r["epoch"]))]
         learner.adaptation["l_tune_cka"] = metrics["l_tune_cka"]
         adapted = bool(learner.adaptation["kept"])
         drop_lora(learner.backbone)
-        if adapted:  # the best candidate's adapters, rebuilt on its blocks
-            learner.l_tune = best["l_tune"]
+        if adapted:  # the best candidate's adapters, rebuilt on its blocks; its embeddings are the session's
+            learner.l_tune, emb = best["l_tune"], best["emb"]
             adapters = add_lora(learner.backbone, range(learner.tune_start, learner.n_blocks), cfg.lora_rank,
                                 cfg.lora_alpha, 0, learner.lora_targets, g)
             with torch.no_grad():
                 for p, v in zip(lora_parameters(learner.backbone, 0), best["state"]):
                     p.copy_(v)
         else:  # exactly the pretrained backbone, frozen for good
-            adapters, learner.frozen = {}, True
+            adapters, learner.frozen, emb = {}, True, base
         metrics["adaptation"] = learner.adaptation
     metrics.update(cka=learner.cka, l_tune=learner.l_tune, adapted=adapted, adapted_layers=list(adapters),
                    train=st, fsa_seconds=time.perf_counter() - t)
+    return learner._embed(feats) if emb is None else emb
 
 
 __all__ = ["choose_l_tune", "FromBlock", "first_session", "probe", "held_out", "can_cache", "stem_activations",
-           "stem_bank"]
+           "stem_bank", "advance"]

@@ -161,18 +161,18 @@ class PaceLearner:
 
     def _embed(self, feats: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
         """[n, T, F] -> [n, D] backbone features (float32, on the device)."""
-        return embed_features(self.backbone if model is None else model, feats, self.config.embed_batch, self.device,
-                              self.config.amp)
+        return embed_features(self.backbone if model is None else model, feats, self.config.embed_batch, self.device)
 
     @torch.no_grad()
-    def _layer_features(self, model: nn.Module, feats: torch.Tensor) -> list[torch.Tensor]:
-        per_batch = []
+    def _layer_features(self, model: nn.Module, feats: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """[n, T, F] -> the embeddings [n, D] (float32, on the device) and the pooled output of every block
+        ([n, C_l] each, on CPU; the CKA probe's), in one float32 pass."""
+        emb, per_batch = [], []
         for i in range(0, len(feats), self.config.embed_batch):
-            with autocast(self.device, self.config.amp):
-                _, layers = model.embed_features(feats[i:i + self.config.embed_batch].to(self.device),
-                                                 return_layers=True)
+            e, layers = model.embed_features(feats[i:i + self.config.embed_batch].to(self.device), return_layers=True)
+            emb.append(e.float())
             per_batch.append([x.float().cpu() for x in layers])
-        return [torch.cat([b[k] for b in per_batch]) for k in range(len(per_batch[0]))]
+        return torch.cat(emb), [torch.cat([b[k] for b in per_batch]) for k in range(len(per_batch[0]))]
 
     @torch.no_grad()
     def _project(self, emb: torch.Tensor) -> np.ndarray:
@@ -192,12 +192,12 @@ class PaceLearner:
 
     # ---- training loops -------------------------------------------------------------------------------
     def _train_head(self, head: nn.Module, model: nn.Module, feats: torch.Tensor, y: torch.Tensor,
-                    g: torch.Generator, description: str) -> list[float]:
-        """Stage 1: the head alone on frozen-backbone features (computed once)."""
+                    g: torch.Generator, description: str, emb: torch.Tensor | None = None) -> list[float]:
+        """Stage 1: the head alone on frozen-backbone features (computed once; ``emb``: already computed)."""
         cfg = self.config
         if cfg.head_epochs == 0:
             return []
-        emb = self._embed(feats, model)
+        emb = self._embed(feats, model) if emb is None else emb.to(self.device)
         head.requires_grad_(True)
         opt = self._optimizer([(list(head.parameters()), cfg.lr_head)])
 
@@ -235,7 +235,7 @@ class PaceLearner:
             b = len(idx)
             if use_reg:
                 copies = bank[idx] if bank is not None else spec_masks(xb, npt, cfg.r_time, cfg.r_freq, g)
-                xb = torch.cat([xb, copies.reshape(-1, *xb.shape[1:])])
+                xb = torch.cat([xb, copies.to(xb.dtype).reshape(-1, *xb.shape[1:])])
             with autocast(self.device, cfg.amp):
                 f = model.embed_features(xb.to(self.device)).float()
             f_x = f[:b]
@@ -264,8 +264,8 @@ class PaceLearner:
 
     # ---- FSA (method/fsa.py) ----------------------------------------------------------------------------
     def _fsa(self, feats: torch.Tensor, labels: list[str], g: torch.Generator, metrics: dict[str, Any],
-             side: torch.Tensor | None = None) -> None:
-        first_session(self, feats, labels, g, metrics, side)
+             side: torch.Tensor | None = None) -> torch.Tensor:
+        return first_session(self, feats, labels, g, metrics, side)
 
     # ---- MSA ------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -328,8 +328,9 @@ class PaceLearner:
         feats = self.frontend_features(w)
         # a multi-branch backbone: the frozen branches' embeddings, once per session (FSA judges on them too)
         side = self._frozen_branches(w) if self.branches is not None else None
+        emb = None  # FSA returns the session's embeddings (computed while validating it)
         if session_index == 0:
-            self._fsa(feats, labels, g, metrics, side)
+            emb = self._fsa(feats, labels, g, metrics, side)
         elif cfg.use_msa and not self.frozen and len(classes) < 2:
             # the MSA head covers the session's classes only (exemplar-free, as in the paper): with one class
             # cross-entropy is constant and no sample can be a boundary sample, so LoRA would get no gradient
@@ -340,7 +341,8 @@ class PaceLearner:
         self.msa_samples_seen += len(w)
         if not cfg.use_msa or self.msa_samples_seen > cfg.n_stop:
             self.frozen = True
-        emb = self._embed(feats)
+        if emb is None:
+            emb = self._embed(feats)
         if side is not None:  # + the frozen branches' embeddings
             emb = torch.cat([emb, side], dim=1)
         if session_index == 0 and cfg.standardize != "none" and len(emb) >= 2:  # of the (adapted) embedding

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -36,10 +37,24 @@ def device_name(device) -> str:
     return f"cpu ({torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''})"
 
 
+@lru_cache(maxsize=1)
+def cpu_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively through oneDNN (AVX512-BF16 or AMX): there bfloat16 autocast
+    makes training steps ~2.5x faster (measured on this project's 2-core AMD EPYC); elsewhere it would be slower."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def autocast(device: torch.device, amp: bool = True):
-    """bfloat16 autocast on CUDA when ``amp``; nothing on CPU."""
-    if device.type == "cuda" and amp:
+    """bfloat16 autocast for training steps when ``amp``: on CUDA, and on CPUs with native bfloat16
+    (``cpu_bf16``); nothing otherwise. Features the classifier or the held-out check sees are computed in float32,
+    outside it (they must match what the exported float32 graph computes)."""
+    if amp and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if amp and device.type == "cpu" and cpu_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return nullcontext()
 
 
@@ -62,14 +77,9 @@ def frontend_features(model: nn.Module, waves: np.ndarray | torch.Tensor, batch:
 
 
 @torch.no_grad()
-def embed_features(model: nn.Module, feats: torch.Tensor, batch: int, device: torch.device,
-                   amp: bool = True) -> torch.Tensor:
-    """[n, T, F] -> [n, D] backbone features (float32, on ``device``), ``batch`` at a time."""
-    out = []
-    for i in range(0, len(feats), batch):
-        with autocast(device, amp):
-            out.append(model.embed_features(feats[i:i + batch].to(device)).float())
-    return torch.cat(out)
+def embed_features(model: nn.Module, feats: torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
+    """[n, T, F] -> [n, D] backbone features (float32, computed in float32, on ``device``), ``batch`` at a time."""
+    return torch.cat([model.embed_features(feats[i:i + batch].to(device)).float() for i in range(0, len(feats), batch)])
 
 
 class CosineHead(nn.Module):
@@ -146,5 +156,5 @@ def trainable(params: Sequence[nn.Parameter], on: bool) -> None:
         p.requires_grad_(on)
 
 
-__all__ = ["resolve_device", "device_name", "autocast", "as_waves", "frontend_features", "embed_features",
+__all__ = ["resolve_device", "device_name", "cpu_bf16", "autocast", "as_waves", "frontend_features", "embed_features",
            "CosineHead", "linear_head", "sgd", "run_epochs", "trainable"]
