@@ -41,6 +41,11 @@ LABELS = {"finetune": "finetune (lower bound)", "simplecil": "SimpleCIL (frozen)
           "pace-naive-fsa": "PACE with naive FSA"}
 
 
+# paired differences of last accuracy (same class orders) printed under the table
+PAIRS = (("pace", "acil"), ("joint", "acil"), ("joint", "pace"), ("ranpac", "acil"), ("pace-no-lreg", "pace"),
+         ("pace-naive-fsa", "pace"), ("finetune", "acil"))
+
+
 def run_tasks(args: argparse.Namespace) -> float:
     """Run every (benchmark, seed) task, ``args.jobs`` at a time; returns the wall seconds."""
     tasks = [(b, s) for b in args.benchmarks for s in args.seeds]
@@ -133,13 +138,17 @@ def table(runs: dict[tuple[str, str], list[dict]], benchmarks, methods, wall: fl
         seconds = f"{np.mean(secs):.0f}" if secs else "–"
         lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + f" | {mean_last} | {seconds} |")
     # paired differences (same class orders): what adaptation adds over the frozen backbone, per benchmark
-    for a, b_ in (("pace", "acil"), ("joint", "acil"), ("joint", "pace"), ("ranpac", "acil")):
+    for a, b_ in PAIRS:
         cells = []
         for b in benchmarks:
             x = {r["settings_seed"]: r["metrics"]["last_accuracy"] for r in runs.get((b, a), [])}
             y = {r["settings_seed"]: r["metrics"]["last_accuracy"] for r in runs.get((b, b_), [])}
             common = sorted(set(x) & set(y))
-            cells.append(f"{fmt([x[k] - y[k] for k in common])} (n={len(common)})" if common else "–")
+            if not common:
+                cells.append("–")
+                continue
+            d = [x[k] - y[k] for k in common]
+            cells.append(f"{fmt(d)} (n={len(common)}, {sum(v > 0 for v in d)}+/{sum(v < 0 for v in d)}−)")
         lines.append(f"| {a} − {b_} (last, paired) | " + " | ".join(cells) + " | | |")
     # what adaptation did: PACE's do-no-harm decisions (as re-decided, when the current rule was re-applied)
     kept = [(b, h[0]["adaptation"], r.get("redecided", h[0]["adaptation"]["kept"]) is not False)
