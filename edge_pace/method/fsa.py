@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -94,15 +94,20 @@ def can_cache(learner: Learner, start: int) -> bool:
 
 
 @torch.no_grad()
-def stem_activations(learner: Learner, feats: torch.Tensor, start: int, amp: bool = False) -> torch.Tensor:
-    """[n, T, F] -> the frozen blocks' activations entering block ``start`` (on the device): float32, or, with
-    ``amp``, computed and kept in the training steps' precision (``autocast``; bfloat16 where it applies)."""
+def _batched(learner: Learner, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], amp: bool) -> torch.Tensor:
+    """``fn`` over ``x`` in ``embed_batch`` chunks on the device: float32, or, with ``amp``, computed and kept in the
+    training steps' precision (``autocast``; bfloat16 where it applies)."""
     out, batch = [], learner.config.embed_batch
-    for i in range(0, len(feats), batch):
+    for i in range(0, len(x), batch):
         with autocast(learner.device, amp):
-            a = learner.backbone.stem(feats[i:i + batch].to(learner.device), start)
+            a = fn(x[i:i + batch].to(learner.device))
         out.append(a if amp else a.float())
     return torch.cat(out)
+
+
+def stem_activations(learner: Learner, feats: torch.Tensor, start: int, amp: bool = False) -> torch.Tensor:
+    """[n, T, F] -> the frozen blocks' activations entering block ``start`` (on the device; precision: ``_batched``)."""
+    return _batched(learner, feats, lambda f: learner.backbone.stem(f, start), amp)
 
 
 @torch.no_grad()
@@ -126,16 +131,12 @@ def advance(learner: Learner, x: torch.Tensor, start: int, stop: int, bank: bool
     """Activations entering block ``start`` -> those entering block ``stop`` (the pretrained blocks start..stop-1;
     no LoRA may be on them). ``x``: [n, ...] float32 (``stem_activations``) or, with ``bank``, a ``stem_bank``
     [n, N_p, ...], kept in the training precision as there."""
-    flat = x.reshape(-1, *x.shape[2:]) if bank else x
-    amp = bank and learner.config.amp
-    out, batch = [], learner.config.embed_batch
-    for i in range(0, len(flat), batch):
-        a = flat[i:i + batch]
-        with autocast(learner.device, amp):
-            for block in learner.backbone.blocks[start:stop]:
-                a = block(a)
-        out.append(a if amp else a.float())
-    a = torch.cat(out)
+    def blocks(a: torch.Tensor) -> torch.Tensor:
+        for block in learner.backbone.blocks[start:stop]:
+            a = block(a)
+        return a
+
+    a = _batched(learner, x.reshape(-1, *x.shape[2:]) if bank else x, blocks, bank and learner.config.amp)
     return a.reshape(*x.shape[:2], *a.shape[1:]) if bank else a
 
 
